@@ -1,0 +1,1 @@
+"""Hydra launcher plugins shipped with robustlab (see :mod:`.slurm`)."""

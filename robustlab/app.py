@@ -1,0 +1,87 @@
+"""What every command-line app shares: running one Hydra job with robustlab's error contract.
+
+A :class:`~robustlab.errors.RobustlabError` (bad input) prints one message and exits with code 2,
+no traceback unless ``HYDRA_FULL_ERROR=1``. Any failure after the job started leaves a
+``results.json`` with ``status: failed``. In a multirun, a failed job is recorded and the sweep
+goes on; the app exits non-zero at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from robustlab.errors import RobustlabError
+from robustlab.results import Results, provenance, write_results
+
+_failed_jobs: list[str] = []
+
+
+def choice(cfg: DictConfig, group: str) -> str:
+    """The config name chosen for ``group`` (e.g. ``method`` → ``erm``)."""
+    try:
+        chosen = HydraConfig.get().runtime.choices.get(group)
+    except ValueError:  # Hydra not initialised (API use)
+        chosen = None
+    return str(chosen or OmegaConf.select(cfg, f"{group}.name", default="?"))
+
+
+def config_container(cfg: DictConfig) -> dict:
+    """The config as plain containers, resolved when possible."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an unresolvable interpolation is itself reported as the error
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def _record_failure(cfg: DictConfig, run_dir: Path, error: BaseException, started: float) -> None:
+    message = f"{type(error).__name__}: {error}"
+    results = Results(
+        method=choice(cfg, "method"),
+        data=choice(cfg, "data"),
+        model=choice(cfg, "model"),
+        seed=OmegaConf.select(cfg, "seed"),
+        status="failed",
+        error=message,
+        config=config_container(cfg),
+        provenance=provenance(started),
+    )
+    write_results(results, run_dir)
+
+
+def run_job(task: Callable[[DictConfig, Path], object], cfg: DictConfig) -> None:
+    """Run ``task(cfg, run_dir)`` inside the current Hydra job with the error contract."""
+    started = time.time()
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        task(cfg, run_dir)
+    except (Exception, KeyboardInterrupt) as error:
+        if rank_zero_only.rank == 0:
+            _record_failure(cfg, run_dir, error, started)
+        if not isinstance(error, RobustlabError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"Error: {error}", file=sys.stderr)
+        if not multirun:
+            raise SystemExit(2) from None
+        _failed_jobs.append(str(run_dir))
+
+
+def exit_status() -> int:
+    """0, or 2 when a job of this process's multirun failed (its results.json says why)."""
+    if _failed_jobs:
+        print(
+            f"{len(_failed_jobs)} job(s) failed; see results.json in: " + ", ".join(_failed_jobs),
+            file=sys.stderr,
+        )
+        return 2
+    return 0

@@ -1,0 +1,60 @@
+"""Entry point of the common corruptions: registries and :func:`corrupt`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from robustlab.corruptions import blur, digital, noise, weather  # noqa: F401  (registration)
+from robustlab.corruptions.registry import CORRUPTIONS, Corruption
+from robustlab.errors import ConfigError
+
+#: the 15 test corruptions, in the order of the paper and of the released data
+TEST_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+#: the 4 held-out (validation) corruptions
+HELDOUT_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+ALL_CORRUPTIONS: tuple[str, ...] = TEST_CORRUPTIONS + HELDOUT_CORRUPTIONS
+
+
+def get_corruption(name: str) -> Corruption:
+    """The corruption function registered under ``name``; ConfigError listing valid names."""
+    if name not in CORRUPTIONS:
+        raise ConfigError(
+            f"unknown corruption {name!r}; valid choices: {', '.join(ALL_CORRUPTIONS)}"
+        )
+    return CORRUPTIONS[name]
+
+
+def corrupt(
+    images: Tensor,
+    name: str,
+    severity: int,
+    params: str | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Apply corruption ``name`` at ``severity`` 1..5 to float (B, C, H, W) images in [0, 1].
+
+    ``params`` picks the parameter table ("cifar": CIFAR-10-C, "imagenet": ImageNet-C; None:
+    by size, min(H, W) <= 64 -> cifar). Returns a tensor of the same shape, dtype and device,
+    in [0, 1]; the same ``generator`` seed gives the same output (Hendrycks & Dietterich 2019).
+    """
+    return get_corruption(name)(images, severity, params=params, generator=generator)
+
+
+assert set(CORRUPTIONS) == set(ALL_CORRUPTIONS), "corruption registry out of sync"

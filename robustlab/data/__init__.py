@@ -1,0 +1,76 @@
+"""Datasets as LightningDataModules: registry ``DATASETS`` and ``build_datamodule``.
+
+See :class:`robustlab.data.base.ImageDataModule` for the shared options (Hydra keys ``data.*``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robustlab.data.arrays import load_array_file, load_images, load_labels
+from robustlab.data.augment import crop_and_flip, random_crop, random_flip
+from robustlab.data.base import ImageDataModule, LoadedData, accepted_kwargs
+from robustlab.data.cifar import (
+    CiFAIR10DataModule,
+    CiFAIR100DataModule,
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+)
+from robustlab.data.digits import DigitsDataModule
+from robustlab.data.imagefolder import ImageFolderDataModule
+from robustlab.data.mnist import FashionMNISTDataModule, MNISTDataModule
+from robustlab.data.npz import NpzDataModule
+from robustlab.data.sampler import ShardedBatchSampler
+from robustlab.data.stl10 import STL10DataModule
+from robustlab.data.svhn import SVHNDataModule
+from robustlab.data.synthetic import SyntheticDataModule
+from robustlab.errors import ConfigError
+
+DATASETS: dict[str, type[ImageDataModule]] = {
+    cls.name: cls
+    for cls in (
+        DigitsDataModule,
+        MNISTDataModule,
+        FashionMNISTDataModule,
+        CIFAR10DataModule,
+        CIFAR100DataModule,
+        CiFAIR10DataModule,
+        CiFAIR100DataModule,
+        SVHNDataModule,
+        STL10DataModule,
+        NpzDataModule,
+        ImageFolderDataModule,
+        SyntheticDataModule,
+    )
+}
+
+
+def build_datamodule(name: str, **kwargs: Any) -> ImageDataModule:
+    """Instantiate ``DATASETS[name](**kwargs)``; unknown names/keys raise ConfigError."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset data={name!r}; valid choices: {', '.join(DATASETS)}")
+    cls = DATASETS[name]
+    accepted = accepted_kwargs(cls)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"data={name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+        )
+    return cls(**kwargs)
+
+
+__all__ = [
+    "DATASETS",
+    "ImageDataModule",
+    "LoadedData",
+    "ShardedBatchSampler",
+    "accepted_kwargs",
+    "build_datamodule",
+    "crop_and_flip",
+    "load_array_file",
+    "load_images",
+    "load_labels",
+    "random_crop",
+    "random_flip",
+    *(cls.__name__ for cls in DATASETS.values()),
+]

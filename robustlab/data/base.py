@@ -1,0 +1,424 @@
+"""``ImageDataModule``: the LightningDataModule every robustlab dataset derives from.
+
+Two loading paths sit side by side:
+
+(a) tensor-resident (datasets that fit in memory): a split is one uint8 tensor (N, C, H, W); a
+    batch is one index-slice of it (``TensorBatches``), augmentation runs batched on the
+    training device in :meth:`on_after_batch_transfer` (``robustlab.data.augment``).
+(b) ordinary DataLoader: per-image torchvision (PIL) transforms in worker processes
+    (``ItemBatches``); used for image folders and for any dataset with ``device_augment=false``.
+
+Both draw batches from :class:`~robustlab.data.sampler.ShardedBatchSampler`, which shuffles with
+a (seed, epoch) permutation and shards itself over DDP ranks (the trainer runs with
+``use_distributed_sampler=False``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from robustlab.data.augment import crop_and_flip
+from robustlab.data.batches import ItemBatches
+from robustlab.data.sampler import ShardedBatchSampler
+from robustlab.data.seeding import generator_for
+from robustlab.data.sources import ArraySource, FileSource
+from robustlab.data.subsets import samples_per_class, split_validation
+from robustlab.data.transforms import pil_transform
+from robustlab.errors import ConfigError, DataNotFoundError, check
+from robustlab.imageops import from_uint8
+
+ROOT_ENV = "ROBUSTLAB_DATA"
+AUGMENT_DEFAULTS: dict[str, Any] = {"crop_padding": 0, "flip": False}
+AUTO = "auto"
+
+Source = ArraySource | FileSource
+
+
+class LoadedData(NamedTuple):
+    """What a dataset's :meth:`ImageDataModule.load_data` returns."""
+
+    train: Source
+    test: Source
+    class_names: list[str]
+    description: str
+
+
+def default_root() -> Path:
+    """``$ROBUSTLAB_DATA`` if set, else ``./data``."""
+    return Path(os.environ.get(ROOT_ENV) or "./data")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_augment(augment: Mapping[str, Any] | None) -> dict[str, Any]:
+    if augment is None:
+        return dict(AUGMENT_DEFAULTS)
+    check(isinstance(augment, Mapping), f"data.augment must be a mapping or null, got {augment!r}")
+    unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
+    check(
+        not unknown, f"data.augment: unknown key(s) {unknown}; accepted: {sorted(AUGMENT_DEFAULTS)}"
+    )
+    parsed = {**AUGMENT_DEFAULTS, **dict(augment)}
+    padding = parsed["crop_padding"]
+    check(
+        _is_int(padding) and padding >= 0,
+        f"data.augment.crop_padding must be an integer >= 0 (0 = off), got {padding!r}",
+    )
+    check(
+        isinstance(parsed["flip"], bool),
+        f"data.augment.flip must be true/false, got {parsed['flip']!r}",
+    )
+    return parsed
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base datamodule; subclasses implement :meth:`load_data` (and :meth:`download_data`).
+
+    Args (Hydra keys ``data.*``):
+        root: data folder; None => ``$ROBUSTLAB_DATA`` or ``./data``.
+        batch_size: training batch size per process.
+        eval_batch_size: validation/test batch size per process; None => ``batch_size``.
+        num_workers: worker processes of the DataLoader path (b); the tensor-resident path
+            slices in the main process (workers would only add copies).
+        val_fraction: 0 <= f < 1; seeded random hold-out of ``round(f * N)`` training images as
+            the validation set. 0 => no validation loader.
+        samples_per_class: N-shot: exactly N seeded random images of every class are kept for
+            training (drawn after the validation hold-out). None => all.
+        seed: data seed for the validation split, N-shot subset, epoch shuffles and device
+            augmentation (independent streams).
+        download: fetch missing files with the dataset's official download code.
+        augment: ``{crop_padding: int (0 = off), flip: bool}`` training augmentation; None = off.
+        device_augment: true => batched on the training device; false => per-image PIL
+            transforms in the DataLoader (path b); "auto" => on for tensor-resident datasets.
+        pin_memory: pin batches for faster host-to-GPU copies; "auto" => when CUDA is available.
+        drop_last: drop the last incomplete training batch (never for val/test).
+    """
+
+    name: str = ""
+    downloadable: bool = False
+
+    def __init__(
+        self,
+        root: str | Path | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = 512,
+        num_workers: int = 0,
+        val_fraction: float = 0.0,
+        samples_per_class: int | None = None,
+        seed: int = 0,
+        download: bool = False,
+        augment: Mapping[str, Any] | None = None,
+        device_augment: bool | str = AUTO,
+        pin_memory: bool | str = AUTO,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        check(
+            _is_int(batch_size) and batch_size >= 1,
+            f"data.batch_size must be an integer >= 1, got {batch_size!r}",
+        )
+        check(
+            eval_batch_size is None or (_is_int(eval_batch_size) and eval_batch_size >= 1),
+            f"data.eval_batch_size must be an integer >= 1 or null, got {eval_batch_size!r}",
+        )
+        check(
+            _is_int(num_workers) and num_workers >= 0,
+            f"data.num_workers must be an integer >= 0, got {num_workers!r}",
+        )
+        check(
+            isinstance(val_fraction, int | float)
+            and not isinstance(val_fraction, bool)
+            and 0 <= val_fraction < 1,
+            f"data.val_fraction must be in [0, 1), got {val_fraction!r}",
+        )
+        check(
+            samples_per_class is None or (_is_int(samples_per_class) and samples_per_class >= 1),
+            f"data.samples_per_class must be an integer >= 1 or null, got {samples_per_class!r}",
+        )
+        check(_is_int(seed) and seed >= 0, f"seed must be an integer >= 0, got {seed!r}")
+        check(isinstance(download, bool), f"data.download must be true/false, got {download!r}")
+        check(
+            device_augment in (True, False, AUTO),
+            f"data.device_augment must be true, false or auto, got {device_augment!r}",
+        )
+        check(
+            pin_memory in (True, False, AUTO),
+            f"data.pin_memory must be true, false or auto, got {pin_memory!r}",
+        )
+        check(isinstance(drop_last, bool), f"data.drop_last must be true/false, got {drop_last!r}")
+        self.root = Path(root).expanduser() if root is not None else default_root()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
+        self.num_workers = num_workers
+        self.val_fraction = float(val_fraction)
+        self.samples_per_class = samples_per_class
+        self.seed = seed
+        self.download = download
+        self.augment = _parse_augment(augment)
+        self.device_augment = device_augment
+        self.pin_memory = torch.cuda.is_available() if pin_memory == AUTO else pin_memory
+        self.drop_last = drop_last
+        self._data: LoadedData | None = None
+        self._train_index: Tensor | None = None
+        self._val_index: Tensor | None = None
+        self._stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+        self._augment_epoch = -1
+        self._augment_step = 0
+
+    # ------------------------------------------------------------------ subclass hooks
+    def load_data(self) -> LoadedData:
+        """Read both splits from ``self.root``; raise DataNotFoundError naming missing files."""
+        raise NotImplementedError
+
+    def download_data(self) -> None:
+        """Fetch the files with the official download code (no state assignment: Lightning
+        calls this from ``prepare_data`` on one process per node)."""
+        raise ConfigError(f"data={self.name} cannot be downloaded; put the files under {self.root}")
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        if self.download:
+            self.download_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        self._ensure_loaded()
+
+    def _ensure_loaded(self) -> LoadedData:
+        if self._data is not None:
+            return self._data
+        try:
+            data = self.load_data()
+        except DataNotFoundError:
+            if not self.download:
+                raise
+            self.download_data()
+            data = self.load_data()
+        train_index, val_index = torch.arange(len(data.train)), torch.zeros(0, dtype=torch.int64)
+        if self.val_fraction > 0:
+            train_index, val_index = split_validation(len(data.train), self.val_fraction, self.seed)
+        if self.samples_per_class is not None:
+            keep = samples_per_class(
+                data.train.labels[train_index], self.samples_per_class, self.seed, data.class_names
+            )
+            train_index = train_index[keep]
+        self._data, self._train_index, self._val_index = data, train_index, val_index
+        return data
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_classes(self) -> int:
+        return len(self._ensure_loaded().class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._ensure_loaded().class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return self._ensure_loaded().train.channels
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the images in a batch."""
+        return self._ensure_loaded().train.image_size
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean in [0, 1] units of the full official training split."""
+        return self._channel_stats()[0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel standard deviation in [0, 1] units of the full official training split."""
+        return self._channel_stats()[1]
+
+    @property
+    def description(self) -> str:
+        """Which files were read, e.g. to label numbers measured on a JPEG-decoded copy."""
+        return self._ensure_loaded().description
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether a validation split is held out (``val_fraction > 0``)."""
+        return len(self.val_index) > 0
+
+    @property
+    def is_tensor_resident(self) -> bool:
+        return self._ensure_loaded().train.resident
+
+    @property
+    def train_index(self) -> Tensor:
+        """Indices into the official training split used for training (after val/N-shot)."""
+        self._ensure_loaded()
+        return self._train_index
+
+    @property
+    def val_index(self) -> Tensor:
+        """Indices into the official training split held out for validation (may be empty)."""
+        self._ensure_loaded()
+        return self._val_index
+
+    @property
+    def device_augment_active(self) -> bool:
+        """Whether training batches are augmented on the device in ``on_after_batch_transfer``."""
+        if not self._augment_on:
+            return False
+        if self.device_augment == AUTO:
+            return self._ensure_loaded().train.resident
+        return bool(self.device_augment)
+
+    @property
+    def _augment_on(self) -> bool:
+        return self.augment["crop_padding"] > 0 or self.augment["flip"]
+
+    def _channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        if self._stats is None:
+            self._stats = self._ensure_loaded().train.stats()
+        return self._stats
+
+    # ------------------------------------------------------------------ evaluation access
+    def test_arrays(self) -> tuple[Tensor, Tensor]:
+        """The test split as (uint8 images (N, C, H, W), int64 labels); tensor-resident only."""
+        test = self._ensure_loaded().test
+        if not test.resident:
+            raise ConfigError(
+                f"data={self.name} is not tensor-resident; use test_dataset() instead"
+            )
+        return test.images, test.labels
+
+    def test_dataset(self) -> Dataset:
+        """The whole test split as a Dataset of (float image (C, H, W) in [0, 1], int label)."""
+        return self._ensure_loaded().test.items()
+
+    # ------------------------------------------------------------------ loaders
+    def _shard(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
+    def train_dataloader(self) -> DataLoader:
+        data = self._ensure_loaded()
+        rank, world = self._shard()
+        sampler = ShardedBatchSampler(
+            len(self._train_index),
+            self.batch_size,
+            mode="train",
+            drop_last=self.drop_last,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
+        return self._loader(data.train, self._train_index, sampler, train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        data = self._ensure_loaded()
+        if len(self._val_index) == 0:
+            return []
+        return self._eval_loader(data.train, self._val_index)
+
+    def test_dataloader(self, max_images: int | None = None) -> DataLoader:
+        """The test split (its first ``max_images`` images when given, e.g. for quick suites)."""
+        data = self._ensure_loaded()
+        if max_images is None:
+            return self._eval_loader(data.test, None)
+        check(
+            _is_int(max_images) and max_images >= 1,
+            f"max_images must be an integer >= 1 or null, got {max_images!r}",
+        )
+        return self._eval_loader(data.test, torch.arange(min(int(max_images), len(data.test))))
+
+    def arrays_dataloader(
+        self, images: Tensor, labels: Tensor, max_images: int | None = None
+    ) -> DataLoader:
+        """An evaluation loader (sharded like the test split) over external uint8 (N, C, H, W)
+        images, e.g. the official CIFAR-10-C release files."""
+        count = len(labels) if max_images is None else min(int(max_images), len(labels))
+        return self._eval_loader(ArraySource(images[:count], labels[:count]), None)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def _eval_loader(self, source: Source, index: Tensor | None) -> DataLoader:
+        rank, world = self._shard()
+        size = len(source) if index is None else len(index)
+        sampler = ShardedBatchSampler(
+            size, self.eval_batch_size, mode="eval", rank=rank, world_size=world
+        )
+        return self._loader(source, index, sampler, train=False)
+
+    def _loader(
+        self, source: Source, index: Tensor | None, sampler: ShardedBatchSampler, *, train: bool
+    ) -> DataLoader:
+        if source.resident and not (train and self.device_augment is False):
+            return DataLoader(
+                source.batches(index), sampler=sampler, batch_size=None, pin_memory=self.pin_memory
+            )
+        pre = source.pre if isinstance(source, FileSource) else ()
+        transform = pil_transform(pre=pre) if pre else None
+        if train and self._augment_on and not self.device_augment_active:
+            transform = pil_transform(
+                crop_padding=self.augment["crop_padding"],
+                flip=self.augment["flip"],
+                size=source.image_size,
+                pre=pre,
+            )
+        return DataLoader(
+            ItemBatches(source.items(index, transform)),
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            generator=generator_for(self.seed, "workers"),
+        )
+
+    # ------------------------------------------------------------------ device side
+    def augment_batch(self, images: Tensor, epoch: int, step: int, rank: int = 0) -> Tensor:
+        """Device augmentation of one training batch, seeded by (seed, rank, epoch, step)."""
+        generator = generator_for(self.seed, "augment", rank, epoch, step, device=images.device)
+        return crop_and_flip(images, self.augment["crop_padding"], self.augment["flip"], generator)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 -> float [0, 1]; in training, batched crop/flip on the batch's device."""
+        images, labels = batch
+        trainer = self.trainer
+        if trainer is not None and trainer.training and self.device_augment_active:
+            epoch = int(trainer.current_epoch)
+            if epoch != self._augment_epoch:
+                self._augment_epoch, self._augment_step = epoch, 0
+            images = self.augment_batch(images, epoch, self._augment_step, int(trainer.global_rank))
+            self._augment_step += 1
+        if images.dtype == torch.uint8:
+            images = from_uint8(images)
+        return images, labels
+
+
+def accepted_kwargs(cls: type) -> list[str]:
+    """Constructor keyword names of ``cls`` including those it forwards to its bases."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        for p in params:
+            if (
+                p.name != "self"
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and p.name not in names
+            ):
+                names.append(p.name)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names

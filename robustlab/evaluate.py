@@ -1,0 +1,101 @@
+"""``robustlab-eval checkpoint=PATH suite=[...]``: score a trained model on evaluation suites.
+
+Data and model are rebuilt from the run config stored in the checkpoint; results go to
+``results.json`` (tidy ``robustness`` records + ``summary``) and a human ``report.md`` with plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from robustlab.app import config_container, exit_status, run_job
+from robustlab.checkpoints import load_checkpoint, model_state
+from robustlab.distributed import distributed_job
+from robustlab.errors import CheckpointError
+from robustlab.evaluation import run_suites
+from robustlab.evaluation.report_card import write_report_card
+from robustlab.loggers import build_loggers
+from robustlab.methods.erm import CHECKPOINT_KEY
+from robustlab.models import build_classifier
+from robustlab.results import Results, provenance, write_results
+from robustlab.train import build_data
+from robustlab.trainer import build_trainer
+
+log = logging.getLogger("robustlab")
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> Results:
+    started = time.time()
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    checkpoint = load_checkpoint(cfg.checkpoint)
+    run_cfg = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
+    overrides = {
+        k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if v is not None
+    }
+    run_cfg.data = OmegaConf.merge(run_cfg.data, overrides)
+    with distributed_job():
+        datamodule = build_data(run_cfg)
+        model_kwargs = OmegaConf.to_container(run_cfg.model, resolve=True)
+        model = build_classifier(
+            model_kwargs.pop("name"),
+            num_classes=datamodule.num_classes,
+            in_channels=datamodule.in_channels,
+            mean=datamodule.mean,
+            std=datamodule.std,
+            **model_kwargs,
+        )
+        try:
+            model.load_state_dict(model_state(checkpoint))
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"checkpoint={cfg.checkpoint}: its weights do not fit the "
+                f"model its config describes ({str(err).splitlines()[0]})"
+            ) from None
+        loggers = build_loggers(cfg.logger, run_dir)
+        trainer = build_trainer(cfg.trainer, loggers=loggers, app_module="robustlab.evaluate")
+        suites = OmegaConf.to_container(cfg.suite, resolve=True) or {}
+        suites = {"clean": suites.pop("clean", {}), **suites}  # clean first: the reference
+        records, summary, warnings = run_suites(
+            suites, model, datamodule, trainer, seed=int(cfg.seed)
+        )
+        metrics = {"test/acc": summary["clean/acc"], "test/ece": summary["clean/ece"]}
+        results = Results(
+            method=str(run_cfg.method.name),
+            data=str(run_cfg.data.name),
+            model=str(run_cfg.model.name),
+            seed=run_cfg.get("seed"),
+            metrics=metrics,
+            robustness=records,
+            summary=summary,
+            checkpoint=str(Path(cfg.checkpoint).resolve()),
+            config={"eval": config_container(cfg), "train": config_container(run_cfg)},
+            provenance=provenance(started, world_size=trainer.world_size),
+        )
+        if trainer.is_global_zero:
+            path = write_results(results, run_dir)
+            report = write_report_card(results, run_dir, warnings=warnings, loggers=loggers)
+            log.info(
+                f"test/acc = {metrics['test/acc']:.4f}; results: {path.resolve()}; "
+                f"report: {report.resolve()}"
+            )
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_job(evaluate, cfg)
+
+
+def main() -> None:
+    _hydra_main()
+    raise SystemExit(exit_status())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""The LightningModule that runs any :class:`~robustlab.suites.base.EvaluationSuite`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from robustlab.suites.base import EvaluationSuite
+
+
+class SuiteEvaluator(pl.LightningModule):
+    """Scores a frozen classifier on every condition of a suite (``trainer.test``).
+
+    Statistics are summed per (condition, metric) over batches, then over processes, so a
+    DDP evaluation reports exactly what one process would on the same images.
+    """
+
+    def __init__(self, model: nn.Module, suite: EvaluationSuite):
+        super().__init__()
+        self.model = model
+        self.suite = suite
+        self._sums: dict[tuple[int, str], list[Tensor]] = defaultdict(
+            lambda: [torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)]
+        )
+        self.values: dict[tuple[int, str], float] = {}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def on_test_start(self) -> None:
+        self.model.eval()
+        self._sums.clear()
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        condition = self.suite.conditions[dataloader_idx]
+        generator = self.suite.generator(x.device, dataloader_idx, batch_idx, self.global_rank)
+        with torch.set_grad_enabled(self.suite.needs_grad):
+            stats = self.suite.measure(self.model, x, y, condition, generator)
+        for metric, (total, count) in stats.items():
+            acc = self._sums[(dataloader_idx, metric)]
+            acc[0] += total.detach().double().cpu()
+            acc[1] += count.detach().double().cpu()
+
+    def on_test_epoch_end(self) -> None:
+        keys = sorted(self._sums)
+        if not keys:
+            self.values = {}
+            return
+        stacked = torch.stack([torch.stack(self._sums[k]) for k in keys]).to(self.device)
+        stacked = self.trainer.strategy.reduce(stacked.float(), reduce_op="sum").double()
+        self.values = {
+            k: (s / c).item() if c > 0 else float("nan")
+            for k, (s, c) in zip(keys, stacked.cpu(), strict=True)
+        }

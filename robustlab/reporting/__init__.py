@@ -1,0 +1,46 @@
+"""Paper-style tables from robustlab runs (the library behind ``robustlab-report``).
+
+Gathers every ``results.json`` under run / multirun folders, groups the runs that share a config up
+to the seed, and reports mean ± sample std (ddof = 1) over the seeds of each group, as markdown and
+CSV, optionally next to a paper's reference numbers. Rules:
+
+- Columns: robustness records become "{suite}/{condition}@{level}/{metric}" with compact levels
+  (3 -> "3", 0.0313725 -> "8/255", else 4 significant digits). Default columns: test/acc plus
+  every summary key present in all groups (plus the metrics of matching reference rows);
+  --metrics picks columns by name or fnmatch glob, e.g. 'distortions/*/acc'.
+- Percent: a column is shown x 100 with "(%)" when every measured value lies in [0, 1] and its
+  name contains the word "acc"/"accuracy" (default), any name (--percent) or never
+  (--no-percent). Reference values are printed as given: write them in the displayed unit.
+- Groups: (method, data, model) plus the Hydra overrides (.hydra/overrides.yaml) whose values
+  differ between runs; without overrides, the resolved-config keys that differ between runs of
+  the same (method, data, model). Seeds, hydra.*, logger.*, paths.* and path-like keys (*dir,
+  *path, *root, *file, checkpoint) never split groups. --group-by replaces this with explicit
+  dotted keys ("method", "data", "model" are the config choices).
+- Failed runs, Hydra job folders without results.json and runs missing a shown metric are
+  listed under "Failed / incomplete runs"; n counts the ok runs of a group.
+"""
+
+from __future__ import annotations
+
+from robustlab.reporting.grouping import Group, group_runs
+from robustlab.reporting.reference import Reference, load_reference
+from robustlab.reporting.runs import Run, format_level, load_runs, robustness_key
+from robustlab.reporting.table import Column, Row, Stat, Table, aggregate, to_csv, to_markdown
+
+__all__ = [
+    "Column",
+    "Group",
+    "Reference",
+    "Row",
+    "Run",
+    "Stat",
+    "Table",
+    "aggregate",
+    "format_level",
+    "group_runs",
+    "load_reference",
+    "load_runs",
+    "robustness_key",
+    "to_csv",
+    "to_markdown",
+]

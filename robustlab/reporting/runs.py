@@ -1,0 +1,200 @@
+"""Finding and reading run results: every ``results.json`` under run and multirun folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robustlab.errors import RobustlabError
+
+RESULTS = "results.json"
+EXPECTED = (
+    "expected run folders containing results.json (written by robustlab-train / robustlab-eval), "
+    "Hydra multirun folders (multirun/<date>/<time>/<job>/results.json) or results.json files"
+)
+
+
+@dataclass
+class Run:
+    """One run: its status, its numbers flattened to ``{column: value}`` and its config."""
+
+    path: Path  # the run folder
+    status: str  # "ok", "failed", "incomplete" (no results.json yet) or "unreadable"
+    error: str | None = None
+    method: str | None = None
+    data: str | None = None
+    model: str | None = None
+    seed: Any = None
+    values: dict[str, float] = field(default_factory=dict)
+    summary_keys: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)  # flattened, dotted keys
+    overrides: dict[str, str] | None = None  # from .hydra/overrides.yaml
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def format_level(level: Any) -> str:
+    """Compact level label: whole numbers as integers (3 -> "3"), k/255 within 1e-6 as "k/255"
+    (0.0313725 -> "8/255") unless also a short decimal (0.2 stays "0.2"), else 4 significant
+    digits (0.123456 -> "0.1235")."""
+    if level is None:
+        return ""
+    if isinstance(level, bool) or not isinstance(level, (int, float)):
+        return str(level)
+    if float(level).is_integer():
+        return str(int(level))
+    k = round(level * 255)
+    if k and abs(level - k / 255) <= 1e-6 and abs(level - round(level, 3)) > 1e-6:
+        return f"{k}/255"
+    return f"{level:.4g}"
+
+
+def robustness_key(record: Mapping[str, Any]) -> str:
+    """Column name of a robustness record: ``"{suite}/{condition}@{level}/{metric}"``."""
+    level = format_level(record.get("level"))
+    where = f"{record.get('condition')}@{level}" if level else f"{record.get('condition')}"
+    return f"{record.get('suite')}/{where}/{record.get('metric')}"
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one ``{"a.b.c": value}`` dict."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _numbers(mapping: Any) -> dict[str, float]:
+    items = mapping.items() if isinstance(mapping, Mapping) else ()
+    return {str(k): float(v) for k, v in items if is_number(v)}
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _read_overrides(run_dir: Path) -> dict[str, str] | None:
+    """``.hydra/overrides.yaml`` ("key=value" strings) as a dict; None when there is none."""
+    file = run_dir / ".hydra" / "overrides.yaml"
+    if not file.is_file():
+        return None
+    items = _read_yaml(file)
+    pairs = (str(item).partition("=") for item in (items if isinstance(items, list) else []))
+    return {key.lstrip("+~"): value for key, sep, value in pairs if sep}
+
+
+def _load_results(file: Path) -> Run:
+    run_dir = file.parent
+    overrides = _read_overrides(run_dir)
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError("the top level is not a JSON object")
+    except (OSError, ValueError) as exc:
+        return Run(run_dir, "unreadable", f"cannot read {file.name}: {exc}", overrides=overrides)
+    metrics, summary = _numbers(doc.get("metrics")), _numbers(doc.get("summary"))
+    records = doc.get("robustness") if isinstance(doc.get("robustness"), list) else []
+    robust = {
+        robustness_key(r): float(r["value"])
+        for r in records
+        if isinstance(r, Mapping) and is_number(r.get("value"))
+    }
+    status = str(doc.get("status", "ok"))
+    config = doc.get("config") if isinstance(doc.get("config"), Mapping) else {}
+    return Run(
+        path=run_dir,
+        status=status,
+        error=None if status == "ok" else str(doc.get("error") or "no error message recorded"),
+        method=doc.get("method"),
+        data=doc.get("data"),
+        model=doc.get("model"),
+        seed=doc.get("seed", config.get("seed")),
+        values={**metrics, **summary, **robust},
+        summary_keys=list(summary),
+        config=flatten(config),
+        overrides=overrides,
+    )
+
+
+def _load_unfinished(run_dir: Path) -> Run:
+    """A Hydra job folder without results.json; its identity comes from ``.hydra/``."""
+    config = _read_yaml(run_dir / ".hydra" / "config.yaml")
+    config = config if isinstance(config, dict) else {}
+    hydra = _read_yaml(run_dir / ".hydra" / "hydra.yaml")
+    choices = flatten(hydra if isinstance(hydra, dict) else {})
+    overrides = _read_overrides(run_dir)
+
+    def choice(group: str) -> str | None:
+        return choices.get(f"hydra.runtime.choices.{group}") or (overrides or {}).get(group)
+
+    return Run(
+        path=run_dir,
+        status="incomplete",
+        error="no results.json: the job did not finish (crashed, killed or still running)",
+        method=choice("method"),
+        data=choice("data"),
+        model=choice("model"),
+        seed=config.get("seed"),
+        config=flatten(config),
+        overrides=overrides,
+    )
+
+
+def _natural(name: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def load_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:
+    """Every run under ``paths`` (run/multirun folders, any depth, or results.json files), in
+    natural path order; Hydra job folders without results.json come back as "incomplete"."""
+    paths = [Path(p) for p in paths]
+    files: list[Path] = []
+    unfinished: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            for root, dirs, names in os.walk(path):
+                has_hydra = ".hydra" in dirs
+                dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=_natural)
+                if RESULTS in names:
+                    files.append(Path(root) / RESULTS)
+                elif has_hydra:
+                    unfinished.append(Path(root))
+        else:
+            raise RobustlabError(f"{path} does not exist; {EXPECTED}")
+    if not files:
+        searched = ", ".join(str(p) for p in paths)
+        extra = (
+            f" ({len(unfinished)} Hydra job folder(s) there have .hydra/ but no results.json: "
+            "those jobs have not finished)"
+            if unfinished
+            else ""
+        )
+        raise RobustlabError(f"no results.json found under {searched}{extra}; {EXPECTED}")
+    runs, seen = [], set()
+    jobs = [(f, _load_results) for f in files] + [(d, _load_unfinished) for d in unfinished]
+    for item, loader in jobs:
+        if item.resolve() not in seen:
+            seen.add(item.resolve())
+            runs.append(loader(item))
+    return runs

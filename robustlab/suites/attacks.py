@@ -1,0 +1,113 @@
+"""Adversarial robustness as an evaluation suite: accuracy under FGSM / PGD / AutoAttack on an
+ε × steps grid, with the same attack objects the training methods use.
+
+Levels are ε in [0, 1] pixel units (l∞) or l2 radii. Headline figures: ``<suite>/acc@<ε>``
+(the strongest attack of the grid at that ε) and sanity checks a reader should trust:
+robust ≤ clean accuracy, and accuracy non-increasing in ε and in steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.attacks import ATTACKS, build_attack, sanity_flags
+from robustlab.attacks.config import parse_number
+from robustlab.errors import ConfigError, check
+from robustlab.reporting.runs import format_level
+from robustlab.results import RobustnessRecord
+from robustlab.suites.base import Condition, EvaluationSuite, Stats, correct_count
+
+
+class AttackSuite(EvaluationSuite):
+    """Accuracy of the model on adversarial examples, one condition per (steps, ε).
+
+    Args:
+        attack: ``pgd`` | ``fgsm`` | ``autoattack``.
+        norm: ``linf`` | ``l2``.
+        epsilons: radii (numbers or fractions such as ``"8/255"``).
+        steps: PGD iteration counts, e.g. ``[20, 100]`` (ignored by FGSM and AutoAttack).
+        step_size: PGD step; null = 2.5·ε/steps (Madry et al.); or ``step_size_ratio``·ε.
+        restarts, random_start: PGD restarts and uniform random start in the ball.
+        version: AutoAttack version (``standard`` | ``plus`` | ``rand``).
+    """
+
+    name = "attack"
+    needs_grad = True
+
+    def __init__(
+        self,
+        base,
+        *,
+        attack: str = "pgd",
+        norm: str = "linf",
+        epsilons: Sequence[float | str] = ("8/255",),
+        steps: Sequence[int] = (20,),
+        step_size: float | str | None = None,
+        step_size_ratio: float | None = None,
+        restarts: int = 1,
+        random_start: bool = True,
+        version: str = "standard",
+        seed: int = 0,
+        max_images: int | None = None,
+        name: str | None = None,
+    ):
+        super().__init__(base, seed=seed, max_images=max_images, name=name)
+        if attack not in ATTACKS:
+            raise ConfigError(
+                f"suite.{self.name}.attack={attack!r}; valid attacks: {sorted(ATTACKS)}"
+            )
+        check(len(epsilons) > 0, f"suite.{self.name}.epsilons must list at least one radius")
+        check(
+            step_size is None or step_size_ratio is None,
+            f"suite.{self.name}: give step_size or step_size_ratio, not both",
+        )
+        self.attacks = {}
+        for eps in (parse_number(e, "eps") for e in epsilons):
+            check(eps >= 0, f"suite.{self.name}.epsilons must be >= 0, got {eps}")
+            for n in steps if attack == "pgd" else (1,):
+                options = {"norm": norm, "eps": eps}
+                if attack == "pgd":
+                    size = step_size
+                    if step_size_ratio is not None:
+                        size = step_size_ratio * eps
+                    options.update(
+                        steps=int(n), step_size=size, restarts=restarts, random_start=random_start
+                    )
+                elif attack == "autoattack":
+                    options.update(version=version, seed=seed)
+                label = {"pgd": f"pgd{int(n)}", "fgsm": "fgsm"}.get(attack, f"autoattack-{version}")
+                condition = Condition(label, eps, (("steps", int(n)),))
+                self.attacks[condition] = build_attack(attack, **options)
+        self.conditions = list(self.attacks)
+
+    def measure(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        condition: Condition,
+        generator: torch.Generator,
+    ) -> Stats:
+        attack = self.attacks[condition]
+        x_adv = x if condition.level == 0 else attack(model, x, y, generator=generator)
+        return correct_count(model, x_adv.detach(), y)
+
+    def summarize(
+        self, records: list[RobustnessRecord], clean_acc: float | None = None
+    ) -> dict[str, float]:
+        strongest: dict[float, float] = {}
+        for r in records:
+            strongest[r.level] = min(r.value, strongest.get(r.level, 1.0))
+        summary = {f"{self.name}/acc@{format_level(eps)}": acc for eps, acc in strongest.items()}
+        summary[f"{self.name}/mean_acc"] = sum(strongest.values()) / len(strongest)
+        return summary
+
+    def sanity_violations(
+        self, records: list[RobustnessRecord], clean_acc: float | None
+    ) -> list[str]:
+        steps = {(c.name, c.level): c.option("steps") for c in self.conditions}
+        rows = [(r.level, steps[(r.condition, r.level)], r.value) for r in records]
+        return [f"{self.name}: {flag}" for flag in sanity_flags(rows, clean=clean_acc)]

@@ -1,0 +1,56 @@
+"""The unperturbed test set: top-1 accuracy and expected calibration error."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.suites.base import Condition, EvaluationSuite, Stats
+
+ECE_BINS = 15
+
+
+def calibration_stats(probs: Tensor, y: Tensor, bins: int = ECE_BINS) -> Stats:
+    """Per-bin additive statistics whose combination gives the ECE (Guo et al. 2017):
+    ECE = Σ_b |Σ_{i∈b} (conf_i − correct_i)| / n, with equal-width confidence bins."""
+    confidence, prediction = probs.max(dim=1)
+    correct = (prediction == y).float()
+    index = torch.clamp((confidence * bins).ceil().long() - 1, 0, bins - 1)
+    gap = torch.zeros(bins, device=probs.device).index_add_(0, index, confidence - correct)
+    n = torch.tensor(float(y.numel()), device=probs.device)
+    return {f"ece_gap_{b}": (gap[b], n) for b in range(bins)}
+
+
+class CleanSuite(EvaluationSuite):
+    name = "clean"
+
+    def __init__(
+        self, base, *, seed: int = 0, max_images: int | None = None, name: str | None = None
+    ):
+        super().__init__(base, seed=seed, max_images=max_images, name=name)
+        self.conditions = [Condition("clean", 0)]
+
+    def measure(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        condition: Condition,
+        generator: torch.Generator,
+    ) -> Stats:
+        with torch.no_grad():
+            logits = model(x)
+        n = torch.tensor(float(y.numel()), device=x.device)
+        stats = {"acc": ((logits.argmax(1) == y).sum().float(), n)}
+        stats.update(calibration_stats(logits.softmax(1), y))
+        return stats
+
+    def records(self, values):
+        """Fold the per-bin gaps into one ``ece`` value: Σ_b |gap_b| (each already / n)."""
+        ece = sum(abs(v) for (i, m), v in values.items() if m.startswith("ece_gap_"))
+        kept = {k: v for k, v in values.items() if not k[1].startswith("ece_gap_")}
+        kept[(0, "ece")] = ece
+        return super().records(kept)
+
+    def summarize(self, records, clean_acc: float | None = None):
+        return {f"clean/{r.metric}": r.value for r in records}

@@ -1,0 +1,70 @@
+"""ImageNet-P style perturbation sequences (Hendrycks & Dietterich, ICLR 2019) as a suite:
+flip probability = P(top-1 prediction changes between consecutive frames) per sequence kind."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.errors import ConfigError, check
+from robustlab.perturbation_sequences import (
+    DEFAULT_STEPS,
+    FLIP_REFERENCE,
+    SEQUENCES,
+    flip_probability,
+    make_sequence,
+)
+from robustlab.suites.base import Condition, EvaluationSuite, Stats
+
+
+class PerturbationSequenceSuite(EvaluationSuite):
+    """Flip probability of the model's prediction along each kind of perturbation sequence.
+
+    The level of a condition is the per-frame step; noise sequences compare every frame
+    with the clean first frame, the others compare consecutive frames (``FLIP_REFERENCE``).
+    """
+
+    name = "perturbation_sequences"
+
+    def __init__(
+        self,
+        base,
+        *,
+        kinds: Sequence[str] | None = None,
+        frames: int = 10,
+        steps: Mapping[str, float] | None = None,
+        seed: int = 0,
+        max_images: int | None = None,
+        name: str | None = None,
+    ):
+        super().__init__(base, seed=seed, max_images=max_images, name=name)
+        kinds = list(kinds or SEQUENCES)
+        unknown = sorted(set(kinds) - set(SEQUENCES))
+        if unknown:
+            raise ConfigError(
+                f"suite.perturbation_sequences: unknown kind(s) {unknown}; valid: "
+                f"{sorted(SEQUENCES)}"
+            )
+        check(frames >= 2, f"suite.perturbation_sequences.frames must be >= 2, got {frames}")
+        self.frames = int(frames)
+        step = {**DEFAULT_STEPS, **dict(steps or {})}
+        self.conditions = [Condition(kind, step[kind]) for kind in kinds]
+
+    def measure(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        condition: Condition,
+        generator: torch.Generator,
+    ) -> Stats:
+        sequence = make_sequence(
+            x, condition.name, frames=self.frames, step=condition.level, generator=generator
+        )
+        with torch.no_grad():
+            predictions = model(sequence.flatten(0, 1)).argmax(1).view(self.frames, -1)
+        pairs = torch.tensor(float((self.frames - 1) * y.numel()), device=x.device)
+        flips = flip_probability(predictions, FLIP_REFERENCE[condition.name]) * pairs
+        return {"flip_prob": (flips, pairs)}

@@ -1,0 +1,158 @@
+"""``robustlab-train``: compose a run from config groups, train, test, evaluate, write results.
+
+robustlab-train experiment=quickstart
+robustlab-train data=mnist model=small_cnn method=erm trainer.max_epochs=1
+robustlab-train -m method.optimizer.lr=0.1,0.05 seed=0,1
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from robustlab.app import choice, config_container, exit_status, run_job
+from robustlab.callbacks import build_callbacks
+from robustlab.data import ImageDataModule, build_datamodule
+from robustlab.distributed import distributed_job
+from robustlab.errors import CheckpointError, ConfigError
+from robustlab.evaluation import run_suites
+from robustlab.evaluation.report_card import write_report_card
+from robustlab.loggers import build_loggers
+from robustlab.methods import ERM, build_method
+from robustlab.models import build_classifier
+from robustlab.results import Results, provenance, scalar_metrics, write_results
+from robustlab.trainer import build_trainer
+
+log = logging.getLogger("robustlab")
+
+
+def build_data(cfg: DictConfig) -> ImageDataModule:
+    kwargs = OmegaConf.to_container(cfg.data, resolve=True)
+    datamodule = build_datamodule(kwargs.pop("name"), **kwargs)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_run_method(cfg: DictConfig, datamodule: ImageDataModule) -> ERM:
+    """The method (LightningModule) around a freshly initialised model fitted to the data."""
+    model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
+    model = build_classifier(
+        model_kwargs.pop("name"),
+        num_classes=datamodule.num_classes,
+        in_channels=datamodule.in_channels,
+        mean=datamodule.mean,
+        std=datamodule.std,
+        **model_kwargs,
+    )
+    method_kwargs = OmegaConf.to_container(cfg.method, resolve=True)
+    method = build_method(method_kwargs.pop("name"), model, **method_kwargs)
+    method.run_config = config_container(cfg)
+    return method
+
+
+def run_metrics(logged: dict) -> dict[str, float]:
+    """Epoch-level ``train/``, ``val/`` and ``test/`` scalars (no per-step duplicates)."""
+    return {
+        k.removesuffix("_epoch"): v
+        for k, v in scalar_metrics(logged).items()
+        if k.startswith(("train/", "val/", "test/")) and not k.endswith("_step")
+    }
+
+
+def resume_path(resume: str | None, run_dir: Path) -> str | None:
+    """``resume=auto`` continues from ``<run dir>/checkpoints/last.ckpt`` when it exists."""
+    if resume in (None, "", False):
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    path = Path(resume).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"resume={resume}: no such checkpoint file; pass the path of a "
+            "last.ckpt, or resume=auto to continue the run in hydra.run.dir"
+        )
+    return str(path)
+
+
+def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Results:
+    """Run one training job in ``run_dir``; returns (and on rank 0 writes) its results."""
+    started = time.time()
+    if cfg.seed is None or int(cfg.seed) < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed}")
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    with distributed_job():
+        datamodule = build_data(cfg)
+        method = build_run_method(cfg, datamodule)
+        loggers = build_loggers(cfg.logger, run_dir)
+        callbacks, checkpoint = build_callbacks(
+            cfg.callbacks,
+            run_dir,
+            has_validation=datamodule.has_validation,
+            has_logger=bool(loggers),
+        )
+        trainer = build_trainer(
+            cfg.trainer,
+            callbacks=[*callbacks, *extra_callbacks],
+            loggers=loggers,
+            app_module="robustlab.train",
+        )
+        trainer.fit(
+            method, datamodule=datamodule, ckpt_path=resume_path(cfg.get("resume"), run_dir)
+        )
+        metrics = run_metrics(trainer.callback_metrics)
+        best = checkpoint.best_model_path or checkpoint.last_model_path or None
+        if checkpoint.best_model_score is not None:
+            metrics["val/best_" + str(checkpoint.monitor).split("/")[-1]] = float(
+                checkpoint.best_model_score
+            )
+        tested = trainer.test(method, datamodule=datamodule, ckpt_path=best, verbose=False)
+        metrics.update(run_metrics(tested[0] if tested else {}))
+        records, summary, warnings = run_suites(
+            cfg.get("suite"),
+            method.model,
+            datamodule,
+            trainer,
+            seed=int(cfg.seed),
+            clean_acc=metrics.get("test/acc"),
+        )
+        results = Results(
+            method=choice(cfg, "method"),
+            data=choice(cfg, "data"),
+            model=choice(cfg, "model"),
+            seed=int(cfg.seed),
+            metrics=metrics,
+            robustness=records,
+            summary=summary,
+            checkpoint=best,
+            config=config_container(cfg),
+            provenance=provenance(started, world_size=trainer.world_size),
+        )
+        if trainer.is_global_zero:
+            path = write_results(results, run_dir)
+            if records:
+                write_report_card(results, run_dir, warnings=warnings, loggers=loggers)
+            log.info(
+                f"test/acc = {metrics.get('test/acc', float('nan')):.4f}; results: {path.resolve()}"
+            )
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    run_job(train, cfg)
+
+
+def main() -> None:
+    _hydra_main()
+    raise SystemExit(exit_status())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Bad input ends the apps with exit code != 0 and one clear message, no traceback."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.helpers import QUICK, run_app
+
+
+def _assert_clean_failure(proc, *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output, output
+    for needle in needles:
+        assert needle in output, f"{needle!r} not in:\n{output}"
+
+
+def test_unknown_method_lists_valid_methods(tmp_path):
+    proc = run_app("train", "method=nonexistent", cwd=tmp_path)
+    _assert_clean_failure(proc, "method/nonexistent", "Available options in 'method'", "erm")
+
+
+def test_typo_in_key_is_an_error(tmp_path):
+    proc = run_app("train", "method.optimizer.lrr=0.1", cwd=tmp_path)
+    _assert_clean_failure(proc, "lrr")
+
+
+def test_out_of_range_value_names_the_key(tmp_path):
+    proc = run_app(
+        "train", "method.optimizer.lr=-0.1", f"hydra.run.dir={tmp_path}/run", *QUICK, cwd=tmp_path
+    )
+    _assert_clean_failure(proc, "method.optimizer.lr must be > 0")
+    assert proc.returncode == 2
+    # the started run still leaves a record of its failure
+    assert '"status": "failed"' in (tmp_path / "run" / "results.json").read_text()
+
+
+def test_missing_dataset_names_expected_files(tmp_path):
+    proc = run_app(
+        "train",
+        "data=mnist",
+        f"data.root={tmp_path}/nowhere",
+        f"hydra.run.dir={tmp_path}/run",
+        *QUICK,
+        cwd=tmp_path,
+    )
+    _assert_clean_failure(proc, "train-images-idx3-ubyte", "data.download=true")
+
+
+def test_full_error_shows_traceback(tmp_path):
+    proc = run_app(
+        "train",
+        "method.optimizer.lr=-0.1",
+        f"hydra.run.dir={tmp_path}/run",
+        *QUICK,
+        cwd=tmp_path,
+        env={"HYDRA_FULL_ERROR": "1"},
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path):
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"this is not a checkpoint")
+    proc = run_app(
+        "evaluate", f"checkpoint={corrupt}", f"hydra.run.dir={tmp_path}/e1", cwd=tmp_path
+    )
+    _assert_clean_failure(proc, "corrupt.ckpt", "cannot be read")
+
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    proc = run_app(
+        "evaluate", f"checkpoint={foreign}", f"hydra.run.dir={tmp_path}/e2", cwd=tmp_path
+    )
+    _assert_clean_failure(proc, "not written by robustlab-train")
+
+    proc = run_app(
+        "evaluate",
+        f"checkpoint={tmp_path}/missing.ckpt",
+        f"hydra.run.dir={tmp_path}/e3",
+        cwd=tmp_path,
+    )
+    _assert_clean_failure(proc, "no such file")
+
+
+def test_slurm_launcher_without_plugin_says_what_to_install(monkeypatch):
+    import sys
+
+    from hydra_plugins.robustlab_launchers.slurm import INSTALL_HINT, SlurmLauncher
+
+    monkeypatch.setitem(
+        sys.modules, "hydra_plugins.hydra_submitit_launcher.submitit_launcher", None
+    )
+    try:
+        SlurmLauncher(partition="gpu")
+    except ImportError as err:
+        assert str(err) == INSTALL_HINT and "robustlab[slurm]" in str(err)
+    else:
+        raise AssertionError("expected an ImportError")

@@ -1,0 +1,368 @@
+"""robustlab-report: synthetic run folders with hand-computed mean ± std (sample std, ddof = 1)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robustlab.errors import RobustlabError
+from robustlab.report import (
+    aggregate,
+    build_table,
+    format_level,
+    group_runs,
+    load_reference,
+    load_runs,
+    main,
+    to_csv,
+    to_markdown,
+)
+
+LINF = {"suite": "pgd_linf", "condition": "pgd20", "level": 0.0313725, "metric": "acc"}
+
+
+def write_run(
+    folder: Path,
+    *,
+    seed: int,
+    acc: float | None = None,
+    method: str = "stability",
+    alpha: float = 0.1,
+    overrides: list[str] | None = None,
+    summary: dict | None = None,
+    robustness: list[dict] | None = None,
+    status: str = "ok",
+    error: str | None = None,
+) -> Path:
+    """A run folder like robustlab-train writes (results.json + optional .hydra/overrides)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "seed": seed,
+        "method": {"name": method, "alpha": alpha},
+        "data": {"name": "mnist", "root": f"/data/{seed}", "batch_size": 128},
+        "model": {"name": "small_cnn"},
+        "trainer": {"max_epochs": 3, "default_root_dir": str(folder)},
+    }
+    doc = {
+        "status": status,
+        "method": method,
+        "data": "mnist",
+        "model": "small_cnn",
+        "seed": seed,
+        "metrics": {} if acc is None else {"test/acc": acc, "test/loss": 0.3},
+        "robustness": robustness or [],
+        "summary": summary or {},
+        "checkpoint": str(folder / "checkpoints" / "best.ckpt"),
+        "config": config,
+        "provenance": {"git": None},
+    }
+    if error is not None:
+        doc["error"] = error
+    (folder / "results.json").write_text(json.dumps(doc))
+    if overrides is not None:
+        (folder / ".hydra").mkdir(exist_ok=True)
+        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    return folder
+
+
+def ovr(alpha: float, seed: int) -> list[str]:
+    return ["method=stability", f"method.alpha={alpha}", f"seed={seed}", f"hydra.run.dir=x/{seed}"]
+
+
+@pytest.fixture
+def two_configs(tmp_path: Path) -> Path:
+    """alpha=0.1: seeds 0, 1 with test/acc 0.90, 0.94; alpha=0.3: one seed with 0.80."""
+    root = tmp_path / "runs"
+    summ = [
+        {"corruptions/mean_acc": 0.70, "corruptions/mce": 1.2},
+        {"corruptions/mean_acc": 0.80, "corruptions/mce": 1.0},
+        {"corruptions/mean_acc": 0.60, "corruptions/mce": 1.5},
+    ]
+    write_run(root / "a0", seed=0, acc=0.90, overrides=ovr(0.1, 0), summary=summ[0])
+    write_run(root / "a1", seed=1, acc=0.94, overrides=ovr(0.1, 1), summary=summ[1])
+    write_run(root / "b0", seed=0, acc=0.80, alpha=0.3, overrides=ovr(0.3, 0), summary=summ[2])
+    return root
+
+
+def md_row(markdown: str, label: str) -> list[str]:
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == label:
+            return cells
+    raise AssertionError(f"no row {label!r} in\n{markdown}")
+
+
+def test_cli_mean_std_percent_and_csv(two_configs: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    assert main([str(two_configs), "--output", str(out)]) == 0
+    markdown = capsys.readouterr().out
+    header = md_row(markdown, "group")
+    assert header == ["group", "n", "test/acc (%)", "corruptions/mean_acc (%)", "corruptions/mce"]
+    # mean 0.92, std sqrt(2 * 0.02**2 / 1) = 0.028284 -> 92.00 ± 2.83 percent
+    assert md_row(markdown, "stability alpha=0.1 (mnist, small_cnn)") == [
+        "stability alpha=0.1 (mnist, small_cnn)",
+        "2",
+        "92.00 ± 2.83",
+        "75.00 ± 7.07",
+        "1.10 ± 0.14",
+    ]
+    # n = 1: no std
+    assert md_row(markdown, "stability alpha=0.3 (mnist, small_cnn)")[1:] == [
+        "1",
+        "80.00",
+        "60.00",
+        "1.50",
+    ]
+    assert "Failed / incomplete runs" not in markdown
+    assert (out / "report.md").read_text() == markdown
+    rows = list(csv.DictReader(io.StringIO((out / "report.csv").read_text())))
+    assert rows[0]["group"] == "stability alpha=0.1 (mnist, small_cnn)" and rows[0]["n"] == "2"
+    assert float(rows[0]["test/acc_mean"]) == pytest.approx(92.0)
+    assert float(rows[0]["test/acc_std"]) == pytest.approx(2.8284271247, abs=1e-8)
+    assert float(rows[0]["corruptions/mce_std"]) == pytest.approx(0.1414213562, abs=1e-8)
+    assert float(rows[1]["test/acc_mean"]) == pytest.approx(80.0) and rows[1]["test/acc_std"] == ""
+
+
+def test_percent_switches_and_decimals(two_configs: Path, capsys) -> None:
+    assert main([str(two_configs), "--no-percent", "--decimals", "3", "--metrics", "test/acc"]) == 0
+    row = md_row(capsys.readouterr().out, "stability alpha=0.1 (mnist, small_cnn)")
+    assert row[2] == "0.920 ± 0.028"
+    # --percent scales every column whose values are all in [0, 1]; mce (1.0-1.5) stays as is
+    table = build_table([two_configs], ["test/loss", "corruptions/mce"], percent=True, decimals=1)
+    assert [c.percent for c in table.columns] == [True, False]
+    assert md_row(to_markdown(table), "stability alpha=0.3 (mnist, small_cnn)")[2:] == [
+        "30.0",
+        "1.5",
+    ]
+
+
+def test_multirun_layout_grouping_ignores_seed_and_lists_unfinished(tmp_path: Path) -> None:
+    sweep = tmp_path / "multirun" / "2026-11-22" / "10-00-00"
+    accs = {(0.1, 0): 0.90, (0.1, 1): 0.94, (0.3, 0): 0.50, (0.3, 1): 0.70}
+    for job, ((alpha, seed), acc) in enumerate(accs.items()):
+        write_run(sweep / str(job), seed=seed, acc=acc, alpha=alpha, overrides=ovr(alpha, seed))
+    (sweep / "4" / ".hydra").mkdir(parents=True)  # a job that never wrote results.json
+    (sweep / "4" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(ovr(0.3, 2)))
+    choices = {"method": "stability", "data": "mnist", "model": "small_cnn"}
+    hydra = {"hydra": {"runtime": {"choices": choices}}}
+    (sweep / "4" / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    (sweep / "4" / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 2}))
+    runs = load_runs([tmp_path / "multirun"])
+    assert [r.path.name for r in runs] == ["0", "1", "2", "3", "4"]
+    groups = group_runs(runs)
+    assert [g.label for g in groups] == [
+        "stability alpha=0.1 (mnist, small_cnn)",
+        "stability alpha=0.3 (mnist, small_cnn)",
+    ]
+    assert [[r.seed for r in g.runs] for g in groups] == [[0, 1], [0, 1, 2]]
+    table = aggregate(groups, ["test/acc"])
+    assert [r.n for r in table.rows] == [2, 2]
+    # 0.5, 0.7 -> 60.00 ± 14.14; the unfinished job does not count
+    markdown = to_markdown(table)
+    assert md_row(markdown, "stability alpha=0.3 (mnist, small_cnn)")[2] == "60.00 ± 14.14"
+    assert "### Failed / incomplete runs" in markdown
+    ((path, problem),) = table.problems
+    assert path.endswith("10-00-00/4") and problem.startswith("incomplete: no results.json")
+
+
+def test_grouping_without_overrides_diffs_configs(tmp_path: Path) -> None:
+    # data.root, trainer.default_root_dir and seed differ per run but must not split groups
+    write_run(tmp_path / "r0", seed=0, acc=0.5, alpha=0.1)
+    write_run(tmp_path / "r1", seed=1, acc=0.6, alpha=0.1)
+    write_run(tmp_path / "r2", seed=0, acc=0.7, alpha=0.5)
+    write_run(tmp_path / "r3", seed=0, acc=0.8, method="erm")
+    groups = group_runs(load_runs([tmp_path]))
+    assert [(g.label, len(g.runs)) for g in groups] == [
+        ("stability alpha=0.1 (mnist, small_cnn)", 2),
+        ("stability alpha=0.5 (mnist, small_cnn)", 1),
+        ("erm (mnist, small_cnn)", 1),
+    ]
+    # --group-by: explicit keys, here all stability runs together and erm apart
+    by_method = group_runs(load_runs([tmp_path]), ["method"])
+    assert [(g.label, len(g.runs)) for g in by_method] == [
+        ("method=stability", 3),
+        ("method=erm", 1),
+    ]
+
+
+def test_group_by_unknown_key_is_exit_2(two_configs: Path, capsys) -> None:
+    assert main([str(two_configs), "--group-by", "method.alfa"]) == 2
+    err = capsys.readouterr().err
+    assert "method.alfa" in err and "method.alpha" in err and len(err.strip().splitlines()) == 1
+
+
+def test_robustness_flattening_and_levels(tmp_path: Path, capsys) -> None:
+    def records(v3: float, v5: float, vadv: float) -> list[dict]:
+        return [
+            {
+                "suite": "corruptions",
+                "condition": "gaussian_noise",
+                "level": 3,
+                "metric": "acc",
+                "value": v3,
+            },
+            {
+                "suite": "corruptions",
+                "condition": "gaussian_noise",
+                "level": 5,
+                "metric": "acc",
+                "value": v5,
+            },
+            {**LINF, "value": vadv},
+        ]
+
+    write_run(tmp_path / "s0", seed=0, acc=0.9, robustness=records(0.7, 0.4, 0.40))
+    write_run(tmp_path / "s1", seed=1, acc=0.9, robustness=records(0.8, 0.5, 0.44))
+    (run,) = load_runs([tmp_path / "s0" / "results.json"])  # a results.json file works too
+    assert run.values["corruptions/gaussian_noise@3/acc"] == 0.7
+    assert run.values["pgd_linf/pgd20@8/255/acc"] == 0.40
+    assert main([str(tmp_path), "--metrics", "corruptions/*/acc", "pgd_linf/*"]) == 0
+    row = md_row(capsys.readouterr().out, "stability (mnist, small_cnn)")
+    assert row == [
+        "stability (mnist, small_cnn)",
+        "2",
+        "75.00 ± 7.07",
+        "45.00 ± 7.07",
+        "42.00 ± 2.83",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("level", "text"),
+    [
+        (3, "3"),
+        (5.0, "5"),
+        (0.0313725, "8/255"),
+        (8 / 255, "8/255"),
+        (2 / 255, "2/255"),
+        (0.5, "0.5"),
+        (0.2, "0.2"),
+        (0.123456, "0.1235"),
+        (0, "0"),
+        ("high", "high"),
+    ],
+)
+def test_format_level(level, text: str) -> None:
+    assert format_level(level) == text
+
+
+def test_reference_column_and_source(two_configs: Path, tmp_path: Path, capsys) -> None:
+    ref = tmp_path / "paper.yaml"
+    ref.write_text(
+        yaml.safe_dump(
+            {
+                "source": "Zheng et al., Improving the Robustness of DNNs via Stability Training",
+                "notes": "Table 2, clean accuracy",
+                "rows": [
+                    {
+                        "match": {"method": "stability", "data": "mnist", "method.alpha": 0.1},
+                        "values": {"test/acc": 99.1},
+                    },
+                    {
+                        "match": {"data": "mnist", "method": {"alpha": 0.7}},
+                        "values": {"test/acc": 1},
+                    },
+                ],
+            }
+        )
+    )
+    out = tmp_path / "o"
+    assert main([str(two_configs), "--reference", str(ref), "--output", str(out)]) == 0
+    markdown = capsys.readouterr().out
+    assert md_row(markdown, "group")[2:4] == ["test/acc (%)", "test/acc (paper)"]
+    assert md_row(markdown, "stability alpha=0.1 (mnist, small_cnn)")[2:4] == [
+        "92.00 ± 2.83",
+        "99.1",
+    ]
+    assert md_row(markdown, "stability alpha=0.3 (mnist, small_cnn)")[2:4] == ["80.00", "—"]
+    assert "Reference (paper) values: Zheng et al., Improving the Robustness" in markdown
+    assert "Notes: Table 2, clean accuracy" in markdown
+    assert "Reference row matching no group: data=mnist, method.alpha=0.7" in markdown
+    rows = list(csv.DictReader(io.StringIO((out / "report.csv").read_text())))
+    assert [r["test/acc_paper"] for r in rows] == ["99.1", ""]
+
+
+def test_reference_without_source_is_a_clear_error(
+    two_configs: Path, tmp_path: Path, capsys
+) -> None:
+    ref = tmp_path / "paper.yaml"
+    ref.write_text(yaml.safe_dump({"rows": [{"match": {"method": "erm"}, "values": {"a": 1}}]}))
+    with pytest.raises(RobustlabError, match="no 'source:'"):
+        load_reference(ref)
+    assert main([str(two_configs), "--reference", str(ref)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("robustlab-report: error: reference file")
+    assert "source:" in captured.err and "Traceback" not in captured.err
+
+
+def test_failed_run_and_missing_metric_are_listed(two_configs: Path, capsys) -> None:
+    write_run(
+        two_configs / "a2",
+        seed=2,
+        overrides=ovr(0.1, 2),
+        status="failed",
+        error="CUDA out of memory\n  at step 12",
+    )
+    write_run(two_configs / "a3", seed=3, acc=0.98, overrides=ovr(0.1, 3))  # no summary
+    assert main([str(two_configs)]) == 0
+    markdown = capsys.readouterr().out
+    # n counts ok runs only: 0.90, 0.94, 0.98 -> 94.00 ± 4.00; mean_acc only from 2 runs
+    row = md_row(markdown, "stability alpha=0.1 (mnist, small_cnn)")
+    assert row[1:4] == ["3", "94.00 ± 4.00", "75.00 ± 7.07 (n=2)"]
+    section = markdown.split("### Failed / incomplete runs")[1]
+    assert "| " in section and "a2 | failed: CUDA out of memory at step 12 |" in section
+    assert "a3 | missing metric(s): corruptions/mean_acc, corruptions/mce |" in section
+
+
+def test_no_results_and_bad_arguments_exit_2(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"no results.json found under {tmp_path / 'empty'}" in err and "multirun" in err
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    write_run(tmp_path / "r", seed=0, acc=0.5)
+    for argv in (
+        ["--metrics", "nothing/*"],
+        ["--decimals", "-1"],
+        ["--decimals", "x"],
+        ["--format", "csv"],
+        ["--format", "xml"],
+    ):
+        assert main([str(tmp_path / "r"), *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("robustlab-report: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_python_dash_m_entry_point(two_configs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "csvonly"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robustlab.report",
+            str(two_configs),
+            "--metrics",
+            "test/acc",
+            "--format",
+            "csv",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| stability alpha=0.1 (mnist, small_cnn) | 2 | 92.00 ± 2.83 |" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["report.csv"]
+    assert to_csv(build_table([two_configs], ["test/acc"])) == (out / "report.csv").read_text()

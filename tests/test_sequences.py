@@ -1,0 +1,170 @@
+"""ImageNet-P style perturbation sequences and the flip probability."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robustlab.errors import ConfigError
+from robustlab.perturbation_sequences import (
+    DEFAULT_STEPS,
+    FLIP_REFERENCE,
+    SEQUENCES,
+    flip_probability,
+    flip_rate_from_logits,
+    make_sequence,
+    sequence_predictions,
+)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _images(b: int = 3, c: int = 3, h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.rand(b, c, h, w, generator=_gen(seed)) * 0.8 + 0.1
+
+
+class _MeanThreshold(nn.Module):
+    """Predicts class 1 when the mean pixel value exceeds 0.5, else class 0 (no parameters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean(dim=(1, 2, 3))
+        return torch.stack([0.5 - m, m - 0.5], dim=1)
+
+
+class _Constant(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([0.1, 2.0, -1.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("kind", sorted(SEQUENCES))
+def test_frame_zero_is_clean_and_later_frames_differ(kind):
+    x = _images(2, 1, 28, 30)
+    seq = make_sequence(x, kind, frames=5, generator=_gen(1))
+    assert seq.shape == (5, 2, 1, 28, 30)
+    assert torch.equal(seq[0], x)
+    for t in range(1, 5):
+        assert not torch.equal(seq[t], x)
+    assert seq.min().item() >= 0 and seq.max().item() <= 1
+
+
+def test_translate_frame_t_is_shifted_t_pixels():
+    x = _images()
+    seq = make_sequence(x, "translate", frames=10)
+    for t in range(10):
+        assert torch.equal(seq[t][..., t:], x[..., : 32 - t])
+        assert torch.all(seq[t][..., :t] == 0)
+    left = make_sequence(x, "translate", frames=4, step=-2)
+    assert torch.equal(left[3][..., : 32 - 6], x[..., 6:])
+
+
+def test_rotate_steps_compose_to_rot90():
+    x = _images()
+    seq = make_sequence(x, "rotate", frames=3, step=90.0)
+    torch.testing.assert_close(seq[1], torch.rot90(x, 1, dims=(-2, -1)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(seq[2], torch.rot90(x, 2, dims=(-2, -1)), atol=1e-5, rtol=0)
+
+
+def test_zoom_frame_t_scales_about_centre():
+    xs = torch.arange(32, dtype=torch.float32) / 32
+    x = xs.expand(1, 3, 32, 32).clone()  # horizontal ramp f(x) = x / 32
+    seq = make_sequence(x, "zoom", frames=4, step=0.1)
+    c = 15.5
+    for t in range(4):
+        src = c + (torch.arange(32.0) - c) / (1 + 0.1 * t)  # bilinear is exact on a ramp
+        torch.testing.assert_close(seq[t, 0, 0], (src / 32).expand(32, 32), atol=1e-5, rtol=0)
+
+
+def test_brightness_adds_t_steps_and_clips():
+    x = _images()
+    seq = make_sequence(x, "brightness", frames=6, step=0.1)
+    for t in range(6):
+        torch.testing.assert_close(seq[t], (x + 0.1 * t).clamp(0, 1), atol=1e-6, rtol=0)
+    assert seq[5].max().item() == 1.0
+
+
+def test_gaussian_noise_sequence_grows_with_fresh_noise_and_is_seeded():
+    x = torch.full((2, 3, 32, 32), 0.5)
+    seq = make_sequence(x, "gaussian_noise", frames=5, step=0.02, generator=_gen(2))
+    noise = seq - x
+    for t in range(1, 5):
+        assert noise[t].std().item() == pytest.approx(0.02 * t, rel=0.05)
+    # fresh draw per frame: successive noise fields are uncorrelated, not rescaled copies
+    corr = torch.corrcoef(torch.stack([noise[1].flatten(), noise[2].flatten()]))[0, 1]
+    assert abs(corr.item()) < 0.05
+    again = make_sequence(x, "gaussian_noise", frames=5, step=0.02, generator=_gen(2))
+    other = make_sequence(x, "gaussian_noise", frames=5, step=0.02, generator=_gen(3))
+    assert torch.equal(seq, again)
+    assert not torch.equal(seq, other)
+    assert FLIP_REFERENCE["gaussian_noise"] == "first"
+
+
+def test_sequence_is_batched_per_sample():
+    x = _images(3)
+    for kind in ("translate", "rotate", "zoom"):
+        seq = make_sequence(x, kind, frames=4, step=DEFAULT_STEPS[kind] * 3)
+        for i in range(3):
+            torch.testing.assert_close(
+                seq[:, i],
+                make_sequence(x[i : i + 1], kind, frames=4, step=DEFAULT_STEPS[kind] * 3)[:, 0],
+            )
+
+
+@pytest.mark.parametrize(
+    ("table", "previous", "first"),
+    [
+        ([[0, 0], [0, 1], [1, 1]], 2 / 4, 3 / 4),
+        ([[1, 2], [3, 2], [1, 2], [1, 2]], 2 / 6, 1 / 6),
+        ([[4, 4, 4]] * 5, 0.0, 0.0),
+        ([[0], [1], [0], [1], [0]], 1.0, 2 / 4),
+    ],
+)
+def test_flip_probability_on_hand_built_tables(table, previous, first):
+    preds = torch.tensor(table)
+    assert flip_probability(preds) == pytest.approx(previous)
+    assert flip_probability(preds, reference="first") == pytest.approx(first)
+
+
+def test_flip_probability_rejects_bad_input():
+    with pytest.raises(ConfigError, match="T >= 2"):
+        flip_probability(torch.tensor([[1, 2, 3]]))
+    with pytest.raises(ConfigError, match="valid: first, previous"):
+        flip_probability(torch.zeros(3, 2, dtype=torch.long), reference="next")
+
+
+def test_constant_model_never_flips():
+    model = _Constant()
+    seq = make_sequence(_images(4), "gaussian_noise", frames=6, step=0.1, generator=_gen(4))
+    assert flip_rate_from_logits(model, seq, batch_size=5) == 0.0
+    assert flip_rate_from_logits(model, seq, batch_size=5, reference="first") == 0.0
+    assert torch.equal(sequence_predictions(model, seq), torch.ones(6, 4, dtype=torch.long))
+
+
+def test_threshold_model_flip_rate_on_brightness_sequence():
+    # constant images at 0.32, 0.43, 0.7 brightened by 0.05 per frame over 10 frames:
+    # the mean crosses 0.5 once for the first two (frames 4 and 2) and never for the third
+    x = torch.tensor([0.32, 0.43, 0.7])[:, None, None, None].expand(3, 3, 28, 28).clone()
+    seq = make_sequence(x, "brightness", frames=10, step=0.05)
+    model = _MeanThreshold().train()
+    preds = sequence_predictions(model, seq, batch_size=7)
+    assert model.training  # mode restored
+    assert preds[:, 0].tolist() == [0] * 4 + [1] * 6
+    assert preds[:, 1].tolist() == [0] * 2 + [1] * 8
+    assert preds[:, 2].tolist() == [1] * 10
+    assert flip_rate_from_logits(model, seq, batch_size=7) == pytest.approx(2 / 27)
+    assert flip_rate_from_logits(model, seq, reference="first") == pytest.approx(14 / 27)
+
+
+def test_make_sequence_rejects_bad_config():
+    with pytest.raises(ConfigError, match="valid kinds: brightness, gaussian_noise, rotate"):
+        make_sequence(_images(), "shear")
+    with pytest.raises(ConfigError, match="frames must be an integer >= 2"):
+        make_sequence(_images(), "translate", frames=1)
+    with pytest.raises(ConfigError, match="step must be >= 0"):
+        make_sequence(_images(), "gaussian_noise", step=-0.1)
