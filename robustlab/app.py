@@ -8,21 +8,32 @@ goes on; the app exits non-zero at the end.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from robustlab.errors import RobustlabError
+from robustlab.errors import ConfigError, RobustlabError
 from robustlab.results import Results, provenance, write_results
 
 _failed_jobs: list[str] = []
+
+# Keep the apps' output about the run: drop Lightning's product tips and a deprecation
+# warning Lightning raises about its own internals.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: not record.getMessage().startswith("💡 Tip")
+)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def choice(cfg: DictConfig, group: str) -> str:
@@ -64,7 +75,18 @@ def run_job(task: Callable[[DictConfig, Path], object], cfg: DictConfig) -> None
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        task(cfg, run_dir)
+        try:
+            task(cfg, run_dir)
+        except MissingMandatoryValue as error:
+            key = error.full_key
+            raise ConfigError(
+                f"{key} is required: give it on the command line, {key}=..."
+            ) from None
+        except OmegaConfBaseException as error:
+            message = str(error).splitlines()[0]
+            raise ConfigError(
+                f"config error at {error.full_key or 'top level'}: {message}"
+            ) from None
     except (Exception, KeyboardInterrupt) as error:
         if rank_zero_only.rank == 0:
             _record_failure(cfg, run_dir, error, started)
@@ -85,3 +107,17 @@ def exit_status() -> int:
         )
         return 2
     return 0
+
+
+def hydra_app(task: Callable[[DictConfig, Path], object], config_name: str) -> Callable[[], None]:
+    """A console-script ``main`` running ``task`` as a Hydra app on ``conf/<config_name>.yaml``."""
+
+    @hydra.main(version_base="1.3", config_path="conf", config_name=config_name)
+    def hydra_main(cfg: DictConfig) -> None:
+        run_job(task, cfg)
+
+    def main() -> None:
+        hydra_main()
+        raise SystemExit(exit_status())
+
+    return main

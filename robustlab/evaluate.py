@@ -10,11 +10,10 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from robustlab.app import config_container, exit_status, run_job
+from robustlab.app import config_container, hydra_app
 from robustlab.checkpoints import load_checkpoint, model_state
 from robustlab.distributed import distributed_job
 from robustlab.errors import CheckpointError
@@ -87,15 +86,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> Results:
     return results
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def _hydra_main(cfg: DictConfig) -> None:
-    run_job(evaluate, cfg)
-
-
-def main() -> None:
-    _hydra_main()
-    raise SystemExit(exit_status())
-
+main = hydra_app(evaluate, "eval")
 
 if __name__ == "__main__":
     main()

@@ -83,6 +83,22 @@ def _number(value: Any) -> float | int | None:
     return None if math.isnan(value) else value
 
 
+def format_level(level: Any) -> str:
+    """Compact level label: whole numbers as integers (3 -> "3"), k/255 within 1e-6 as "k/255"
+    (0.0313725 -> "8/255") unless also a short decimal (0.2 stays "0.2"), else 4 significant
+    digits (0.123456 -> "0.1235")."""
+    if level is None:
+        return ""
+    if isinstance(level, bool) or not isinstance(level, (int, float)):
+        return str(level)
+    if float(level).is_integer():
+        return str(int(level))
+    k = round(level * 255)
+    if k and abs(level - k / 255) <= 1e-6 and abs(level - round(level, 3)) > 1e-6:
+        return f"{k}/255"
+    return f"{level:.4g}"
+
+
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Keep the scalar entries of a Lightning metrics dict as plain numbers."""
     out = {}

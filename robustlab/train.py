@@ -11,11 +11,10 @@ import logging
 import time
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from robustlab.app import choice, config_container, exit_status, run_job
+from robustlab.app import choice, config_container, hydra_app
 from robustlab.callbacks import build_callbacks
 from robustlab.data import ImageDataModule, build_datamodule
 from robustlab.distributed import distributed_job
@@ -144,15 +143,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
     return results
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def _hydra_main(cfg: DictConfig) -> None:
-    run_job(train, cfg)
-
-
-def main() -> None:
-    _hydra_main()
-    raise SystemExit(exit_status())
-
+main = hydra_app(train, "train")
 
 if __name__ == "__main__":
     main()

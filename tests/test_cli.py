@@ -97,3 +97,22 @@ def test_slurm_launcher_without_plugin_says_what_to_install(monkeypatch):
         assert str(err) == INSTALL_HINT and "robustlab[slurm]" in str(err)
     else:
         raise AssertionError("expected an ImportError")
+
+
+def test_missing_mandatory_checkpoint_is_named(tmp_path):
+    proc = run_app("evaluate", f"hydra.run.dir={tmp_path}/e", cwd=tmp_path)
+    _assert_clean_failure(proc, "checkpoint is required", "checkpoint=")
+
+
+def test_gpu_trainer_without_gpu_says_so(tmp_path):
+    if torch.cuda.is_available():
+        return
+    proc = run_app("train", "trainer=gpu", f"hydra.run.dir={tmp_path}/run", *QUICK, cwd=tmp_path)
+    _assert_clean_failure(proc, "needs a CUDA GPU", "trainer=cpu")
+
+
+def test_launcher_configs_compose(tmp_path):
+    for launcher in ("joblib", "submitit_slurm"):
+        proc = run_app("train", f"hydra/launcher={launcher}", "--cfg", "hydra", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "launcher" in proc.stdout and "_target_" in proc.stdout

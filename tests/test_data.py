@@ -537,7 +537,7 @@ def test_registry_and_config_errors():
     )
     with pytest.raises(ConfigError, match="valid choices: .*digits"):
         build_datamodule("cifar11")
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) batchsize; accepted: .*batch_size"):
+    with pytest.raises(ConfigError, match=r"does not take \['batchsize'\]; accepted keys: .*batch"):
         build_datamodule("digits", batchsize=3)
     assert build_datamodule("digits", test_fraction=0.5).test_fraction == 0.5
     for bad in (

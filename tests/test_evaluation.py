@@ -173,3 +173,37 @@ def test_eval_app_writes_records_report_and_plots(digits_run, tmp_path):
     assert (tmp_path / "e1" / "plots" / "pgd_linf_acc.png").is_file()
 
     assert report_main([str(tmp_path / "e1"), "--metrics", "test/acc", "corruptions/mean_acc"]) == 0
+
+
+def test_ddp_evaluation_equals_single_process(digits_run, tmp_path):
+    """Deterministic conditions (clean, JPEG, thumbnail) give identical records whether the
+    test set is sharded over 2 processes or not: statistics are summed across ranks."""
+    checkpoint = results_of(digits_run)["checkpoint"]
+    common = [
+        f"checkpoint={checkpoint}",
+        "suite=[distortions]",
+        "suite.distortions.distortions=[jpeg,thumbnail]",
+        "trainer.enable_progress_bar=false",
+    ]
+    single = run_app("evaluate", *common, f"hydra.run.dir={tmp_path}/single", cwd=tmp_path)
+    ddp = run_app(
+        "evaluate",
+        *common,
+        "trainer=ddp_cpu",
+        "logger=[csv,wandb]",
+        f"hydra.run.dir={tmp_path}/ddp",
+        cwd=tmp_path,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = results_of(tmp_path / "single"), results_of(tmp_path / "ddp")
+    assert two["provenance"]["world_size"] == 2
+
+    def as_table(r):
+        return {(x["suite"], x["condition"], x["level"]): x["value"] for x in r["robustness"]}
+
+    assert as_table(one) == as_table(two)
+    assert len(as_table(one)) == 1 + 5 + 4
+    # the plots and the robustness table also went to the (offline) wandb run
+    media = list((tmp_path / "ddp" / "wandb").glob("offline-run-*/files/media/images/*.png"))
+    assert media, "report plots were not logged to wandb"

@@ -136,3 +136,42 @@ def test_tensorboard_and_offline_wandb_loggers(tmp_path):
     train(cfg, tmp_path)
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
+    proc = run_app(
+        "train",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "seed=0,1",
+        *QUICK,
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seeds = sorted(
+        results_of(p.parent)["seed"] for p in (tmp_path / "sweep").glob("*/results.json")
+    )
+    assert seeds == [0, 1]
+
+
+def test_ddp_inside_a_multirun_sweep(tmp_path):
+    """Each job of a sweep starts its own 2-process DDP group (the children re-run that job,
+    not the sweep) and leaves nothing behind for the next job."""
+    proc = run_app(
+        "train",
+        "-m",
+        "trainer=ddp_cpu",
+        "seed=0,1",
+        *QUICK,
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [results_of(p.parent) for p in sorted((tmp_path / "sweep").glob("*/results.json"))]
+    assert [(r["seed"], r["status"], r["provenance"]["world_size"]) for r in results] == [
+        (0, "ok", 2),
+        (1, "ok", 2),
+    ]
+    assert not list((tmp_path / "sweep").glob("*/*/results.json")), "a child re-ran the sweep"

@@ -9,7 +9,6 @@ written as strings ("8/255") because YAML cannot divide.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,6 +22,7 @@ from robustlab.attacks.norms import check_eps, check_norm
 from robustlab.attacks.objectives import Objective
 from robustlab.attacks.pgd import check_counts, madry_step_size, pgd
 from robustlab.errors import ConfigError, check
+from robustlab.results import format_level
 
 
 def parse_number(value: float | int | str, field: str) -> float:
@@ -39,12 +39,6 @@ def parse_number(value: float | int | str, field: str) -> float:
         f"attack {field} must be a number or a fraction like '8/255', got {value!r}",
     )
     return float(value)
-
-
-def _format_eps(eps: float) -> str:
-    """``8/255`` for multiples of 1/255, else the plain number."""
-    k = eps * 255
-    return f"{round(k)}/255" if eps > 0 and math.isclose(k, round(k), abs_tol=1e-6) else f"{eps:g}"
 
 
 @dataclass(frozen=True)
@@ -100,7 +94,7 @@ class Attack:
             head += f"x{self.restarts}"
         if self.targeted:
             head += "-targeted"
-        return f"{head} {self.norm} eps={_format_eps(self.eps)}"
+        return f"{head} {self.norm} eps={format_level(self.eps)}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain fields, for results files and ``build_attack(**attack.to_dict())``."""
@@ -153,7 +147,7 @@ class AutoAttack:
 
     @property
     def label(self) -> str:
-        return f"AutoAttack-{self.version} {self.norm} eps={_format_eps(self.eps)}"
+        return f"AutoAttack-{self.version} {self.norm} eps={format_level(self.eps)}"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

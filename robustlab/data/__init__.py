@@ -9,7 +9,7 @@ from typing import Any
 
 from robustlab.data.arrays import load_array_file, load_images, load_labels
 from robustlab.data.augment import crop_and_flip, random_crop, random_flip
-from robustlab.data.base import ImageDataModule, LoadedData, accepted_kwargs
+from robustlab.data.base import ImageDataModule, LoadedData
 from robustlab.data.cifar import (
     CiFAIR10DataModule,
     CiFAIR100DataModule,
@@ -24,7 +24,7 @@ from robustlab.data.sampler import ShardedBatchSampler
 from robustlab.data.stl10 import STL10DataModule
 from robustlab.data.svhn import SVHNDataModule
 from robustlab.data.synthetic import SyntheticDataModule
-from robustlab.errors import ConfigError
+from robustlab.registry import construct, resolve
 
 DATASETS: dict[str, type[ImageDataModule]] = {
     cls.name: cls
@@ -46,17 +46,8 @@ DATASETS: dict[str, type[ImageDataModule]] = {
 
 
 def build_datamodule(name: str, **kwargs: Any) -> ImageDataModule:
-    """Instantiate ``DATASETS[name](**kwargs)``; unknown names/keys raise ConfigError."""
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset data={name!r}; valid choices: {', '.join(DATASETS)}")
-    cls = DATASETS[name]
-    accepted = accepted_kwargs(cls)
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"data={name}: unknown option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
-        )
-    return cls(**kwargs)
+    """Instantiate the datamodule called ``name`` (or at an import path) from config keys."""
+    return construct(resolve(DATASETS, name, group="data"), f"data={name}", **kwargs)
 
 
 __all__ = [
@@ -64,7 +55,6 @@ __all__ = [
     "ImageDataModule",
     "LoadedData",
     "ShardedBatchSampler",
-    "accepted_kwargs",
     "build_datamodule",
     "crop_and_flip",
     "load_array_file",

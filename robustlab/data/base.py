@@ -15,7 +15,6 @@ a (seed, epoch) permutation and shards itself over DDP ranks (the trainer runs w
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -403,22 +402,3 @@ class ImageDataModule(pl.LightningDataModule):
         if images.dtype == torch.uint8:
             images = from_uint8(images)
         return images, labels
-
-
-def accepted_kwargs(cls: type) -> list[str]:
-    """Constructor keyword names of ``cls`` including those it forwards to its bases."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        for p in params:
-            if (
-                p.name != "self"
-                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-                and p.name not in names
-            ):
-                names.append(p.name)
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return names

@@ -11,8 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from robustlab.reporting.runs import format_level
-from robustlab.results import Results, RobustnessRecord
+from robustlab.results import Results, RobustnessRecord, format_level
 
 
 def _by_suite(records: Sequence[RobustnessRecord]) -> dict[str, list[RobustnessRecord]]:

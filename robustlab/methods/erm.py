@@ -58,7 +58,8 @@ def initialise_from_checkpoint(model: nn.Module, path: str) -> list[str]:
     source = model_state(load_checkpoint(path))
     target = model.state_dict()
     matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
-    if not any(k.startswith("backbone.") for k in matched):
+    features = [k for k in matched if k.startswith("backbone.") and ".classifier." not in f".{k}"]
+    if not features:
         raise CheckpointError(
             f"method.init_from={path}: none of its weights fit this model; was it trained "
             "with the same model config?"

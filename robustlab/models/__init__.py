@@ -9,8 +9,6 @@ exposes ``feature_dim``; ``build_classifier`` wraps one in :class:`ImageClassifi
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,6 +51,7 @@ from robustlab.models.wrapper import (
     feature_extractor,
     resolve_submodule,
 )
+from robustlab.registry import accepted_keywords, construct, resolve
 
 #: Registered backbone factories; each takes ``num_classes``, ``in_channels`` and its own kwargs.
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -89,76 +88,19 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 _BUILDER_ARGS = ("num_classes", "in_channels")
 
 
-def _import_factory(path: str) -> Callable[..., nn.Module]:
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
-        raise ConfigError(
-            f"model import path '{path}' is malformed; write 'package.module:factory'"
-        )
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(
-            f"cannot import module '{module_name}' for model '{path}' ({err}); check the path "
-            f"and that the package is installed, or use a registered name: "
-            f"{', '.join(sorted(MODELS))}"
-        ) from None
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise ConfigError(f"module '{module_name}' has no attribute '{attr}' (model '{path}')")
-        target = getattr(target, part)
-    if not callable(target):
-        raise ConfigError(f"model '{path}' is not callable; point it at a factory or class")
-    return target
-
-
 def resolve_model(name: str) -> Callable[..., nn.Module]:
     """The factory registered as ``name`` in :data:`MODELS`, or imported from a dotted path."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"model name must be a non-empty string, got {name!r}")
-    if name in MODELS:
-        return MODELS[name]
-    if ":" in name or "." in name:
-        return _import_factory(name)
-    raise ConfigError(
-        f"unknown model '{name}'; valid names: {', '.join(sorted(MODELS))} "
-        f"(or an import path 'package.module:factory')"
-    )
+    return resolve(MODELS, name, group="model")
 
 
-def _check_arguments(name: str, factory: Callable[..., nn.Module], kwargs: dict) -> None:
-    """ConfigError for kwargs the factory does not accept or required ones that are missing."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # builtins without a signature: let the call decide
-        return
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    named = {n: p for n, p in params.items() if p.kind in kinds}
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    missing_builder = [a for a in _BUILDER_ARGS if a not in named and not takes_any]
-    if missing_builder:
+def _check_builder_arguments(name: str, factory: Callable[..., nn.Module]) -> None:
+    """A user factory must take the two arguments robustlab passes to every backbone."""
+    accepted = accepted_keywords(factory)
+    lacking = [a for a in _BUILDER_ARGS if accepted is not None and a not in accepted]
+    if lacking:
         raise ConfigError(
             f"model factory '{name}' must accept {' and '.join(_BUILDER_ARGS)} as keyword "
-            f"arguments; it lacks {', '.join(missing_builder)}"
-        )
-    accepted = sorted(n for n in named if n not in _BUILDER_ARGS)
-    accepted_text = ", ".join(accepted) if accepted else "nothing besides num_classes, in_channels"
-    unknown = [k for k in kwargs if k not in named]
-    if unknown and not takes_any:
-        raise ConfigError(
-            f"model '{name}' got unknown argument(s) {', '.join(unknown)}; it accepts: "
-            f"{accepted_text}"
-        )
-    missing = [
-        n
-        for n, p in named.items()
-        if p.default is inspect.Parameter.empty and n not in kwargs and n not in _BUILDER_ARGS
-    ]
-    if missing:
-        raise ConfigError(
-            f"model '{name}' needs argument(s) {', '.join(missing)}; it accepts: {accepted_text}"
+            f"arguments; it lacks {', '.join(lacking)}"
         )
 
 
@@ -166,8 +108,15 @@ def build_backbone(name: str, num_classes: int, in_channels: int = 3, **kwargs: 
     """Build backbone ``name`` (registry key or import path) for ``num_classes`` classes and
     ``in_channels`` input channels; extra ``kwargs`` go to its factory (checked first)."""
     factory = resolve_model(name)
-    _check_arguments(name, factory, kwargs)
-    model = factory(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    _check_builder_arguments(name, factory)
+    model = construct(
+        factory,
+        f"model={name}",
+        provided=_BUILDER_ARGS,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        **kwargs,
+    )
     if not (
         isinstance(model, nn.Module)
         and callable(getattr(model, "features", None))

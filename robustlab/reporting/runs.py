@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from robustlab.errors import RobustlabError
+from robustlab.results import format_level
 
 RESULTS = "results.json"
 EXPECTED = (
@@ -40,22 +41,6 @@ class Run:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-def format_level(level: Any) -> str:
-    """Compact level label: whole numbers as integers (3 -> "3"), k/255 within 1e-6 as "k/255"
-    (0.0313725 -> "8/255") unless also a short decimal (0.2 stays "0.2"), else 4 significant
-    digits (0.123456 -> "0.1235")."""
-    if level is None:
-        return ""
-    if isinstance(level, bool) or not isinstance(level, (int, float)):
-        return str(level)
-    if float(level).is_integer():
-        return str(int(level))
-    k = round(level * 255)
-    if k and abs(level - k / 255) <= 1e-6 and abs(level - round(level, 3)) > 1e-6:
-        return f"{k}/255"
-    return f"{level:.4g}"
 
 
 def robustness_key(record: Mapping[str, Any]) -> str:

@@ -16,8 +16,7 @@ from torch import Tensor, nn
 from robustlab.attacks import ATTACKS, build_attack, sanity_flags
 from robustlab.attacks.config import parse_number
 from robustlab.errors import ConfigError, check
-from robustlab.reporting.runs import format_level
-from robustlab.results import RobustnessRecord
+from robustlab.results import RobustnessRecord, format_level
 from robustlab.suites.base import Condition, EvaluationSuite, Stats, correct_count
 
 
