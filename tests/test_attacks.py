@@ -444,3 +444,24 @@ def test_autoattack_is_at_least_as_strong_as_pgd(digits):
     pgd_acc = robust_accuracy(model, (x, y), Attack(eps=0.1, steps=20), generator=_gen(0))
     aa_acc = robust_accuracy(model, (x, y), AutoAttack(eps=0.1, backend="torchattacks"))
     assert aa_acc <= pgd_acc
+
+
+def test_early_stopped_pgd_is_at_least_as_strong_and_exact_where_it_never_stops(digits):
+    model, x, y = digits
+    for norm, eps in (("linf", 0.1), ("l2", 1.0)):
+        last = pgd(model, x, y, eps=eps, steps=10, norm=norm, generator=_gen(7))
+        early = pgd(
+            model, x, y, eps=eps, steps=10, norm=norm, generator=_gen(7), stop_on_success=True
+        )
+        with torch.no_grad():
+            fooled_last = model(last).argmax(1) != y
+            fooled_early = model(early).argmax(1) != y
+        # every example the last iterate fools, some iterate fooled (and froze) as well
+        assert (fooled_early >= fooled_last).all()
+        # examples never fooled follow exactly the same trajectory
+        never = ~fooled_early
+        assert torch.allclose(early[never], last[never], atol=1e-6)
+        assert perturbation_norm(early - x, norm).max() <= eps + 1e-6
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ConfigError, match="cross-entropy objective only"):
+        pgd(model, x[:4], y[:4], eps=0.1, objective=cross_entropy, stop_on_success=True)

@@ -400,7 +400,7 @@ def test_small_cnn_reaches_99_percent_on_mnist(mnist_root) -> None:
     x_train = x_train.view(-1, 1, 28, 28).float() / 255
     x_test = x_test.view(-1, 1, 28, 28).float() / 255
     torch.manual_seed(0)
-    model = build_classifier("small_cnn", 10, 1, mean=(0.1307,), std=(0.3081,))
+    model = build_classifier("small_cnn", 10, 1, mean=(0.1307,), std=(0.3081,), width=32)
     epochs, batch = 2, 128
     steps = len(x_train) // batch
     opt = torch.optim.Adam(model.parameters(), 1e-3)

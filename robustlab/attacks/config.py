@@ -57,6 +57,7 @@ class Attack:
     restarts: int = 1
     random_start: bool = True
     targeted: bool = False
+    stop_on_success: bool = False
 
     def __post_init__(self) -> None:
         name = str(self.name).strip().lower()
@@ -123,6 +124,7 @@ class Attack:
             targeted=self.targeted,
             objective=objective,
             generator=generator,
+            stop_on_success=self.stop_on_success and objective is None,
         )
 
 
@@ -184,7 +186,16 @@ ATTACKS: dict[str, Callable[..., Attack | AutoAttack]] = {
 }
 _ACCEPTED: dict[str, tuple[str, ...]] = {
     "fgsm": ("eps", "norm", "targeted"),
-    "pgd": ("eps", "norm", "steps", "step_size", "restarts", "random_start", "targeted"),
+    "pgd": (
+        "eps",
+        "norm",
+        "steps",
+        "step_size",
+        "restarts",
+        "random_start",
+        "targeted",
+        "stop_on_success",
+    ),
     "autoattack": ("eps", "norm", "version", "seed", "backend", "batch_size"),
 }
 

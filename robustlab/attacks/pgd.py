@@ -13,9 +13,11 @@ batch statistics and every attack forward pass updates its running averages).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustlab.attacks.gradients import as_autograd_tensor, gradient_context, input_gradient
@@ -104,6 +106,39 @@ def _single_run(
     return x_adv
 
 
+def _single_run_early_stop(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    norm: str,
+    random_start: bool,
+    targeted: bool,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """PGD on cross-entropy that freezes each example at the first iterate that fools the model
+    and keeps attacking only the others (one forward-backward per step on the active set)."""
+    x_adv = random_init(x, eps, norm, generator) if random_start else x.clone()
+    active = torch.arange(x.shape[0], device=x.device)
+    sign = -1.0 if targeted else 1.0
+    for step in range(steps + 1):
+        x_active = x_adv[active].detach().requires_grad_(True)
+        logits = model(x_active)
+        fooled = (logits.argmax(1) == y[active]) if targeted else (logits.argmax(1) != y[active])
+        if fooled.all() or step == steps:  # the last pass only checks the final iterate
+            break
+        loss = sign * F.cross_entropy(logits, y[active], reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_active)
+        keep = ~fooled
+        active, x_active, grad = active[keep], x_active[keep].detach(), grad[keep]
+        stepped = x_active + step_size * ascent_direction(grad, norm)
+        x_adv[active] = project_images(stepped, x[active], eps, norm)
+    return x_adv.detach()
+
+
 def pgd(
     model: nn.Module,
     x: Tensor,
@@ -118,6 +153,7 @@ def pgd(
     targeted: bool = False,
     objective: Objective | None = None,
     generator: torch.Generator | None = None,
+    stop_on_success: bool = False,
 ) -> Tensor:
     """Projected gradient ascent on ``objective`` within ‖x' − x‖_p ≤ ε, x' ∈ [0, 1] (Madry 2018).
 
@@ -138,6 +174,11 @@ def pgd(
         targeted: minimise the objective towards the labels ``y`` instead of maximising it.
         objective: ``objective(model, x_adv, y) -> (B,)`` to maximise; default cross-entropy.
         generator: source of the random starts (same seed ⇒ same result).
+        stop_on_success: evaluation mode: an example is frozen at the first iterate that
+            fools the model (it is then a valid adversarial example) and only the others are
+            attacked further. Robust accuracy becomes "no iterate fooled the model", at least
+            as strong as the last iterate and much cheaper on models that break early.
+            Cross-entropy objective only.
 
     Returns:
         Adversarial images with the dtype and device of ``x``, detached.
@@ -153,13 +194,18 @@ def pgd(
     with gradient_context():
         x, y = as_autograd_tensor(x), as_autograd_tensor(y)
         run = dict(eps=eps, step_size=alpha, steps=steps, norm=norm, random_start=random_start)
-        best = _single_run(model, x, y, ascent, generator=generator, **run)
+        if stop_on_success:
+            check(objective is None, "stop_on_success works with the cross-entropy objective only")
+            single = functools.partial(_single_run_early_stop, model, x, y, targeted=targeted)
+        else:
+            single = functools.partial(_single_run, model, x, y, ascent)
+        best = single(generator=generator, **run)
         if restarts == 1:
             return best
         best_fooled = _fooled(model, best, y, targeted)
         best_loss = _objective_values(ascent, model, best, y)
         for _ in range(restarts - 1):
-            cand = _single_run(model, x, y, ascent, generator=generator, **run)
+            cand = single(generator=generator, **run)
             fooled = _fooled(model, cand, y, targeted)
             loss = _objective_values(ascent, model, cand, y)
             better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (loss > best_loss))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +13,8 @@ from torch import nn
 from robustlab.evaluation.evaluator import SuiteEvaluator
 from robustlab.results import RobustnessRecord
 from robustlab.suites import build_suite
+
+log = logging.getLogger("robustlab")
 
 
 def run_suites(
@@ -37,7 +41,12 @@ def run_suites(
         options.setdefault("seed", seed)
         suite = build_suite(name, datamodule, **options)
         evaluator = SuiteEvaluator(model, suite)
+        started = time.perf_counter()
         trainer.test(evaluator, datamodule=suite, verbose=False)
+        log.info(
+            f"suite {name}: {len(suite.conditions)} conditions in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
         suite_records = suite.records(evaluator.values)
         records.extend(suite_records)
         summary.update(suite.summarize(suite_records, clean_acc))

@@ -25,8 +25,9 @@ def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 class SmallCNN(Backbone):
     """Four conv3x3-BN-ReLU blocks of width w, 2w, 4w, 4w (2x2 max-pool after the first three),
     global average pooling and a linear layer: a LeNet-style net (LeCun et al., 1998) with batch
-    normalisation (Ioffe & Szegedy, 2015). w = 32: 0.24 M parameters, 99.4% MNIST test accuracy
-    after two epochs (Adam, one-cycle, batch 128).
+    normalisation (Ioffe & Szegedy, 2015). w = 16 (default): 61 k parameters, ~2.2 M
+    multiply-adds per 28×28 image, fast enough for full-test-set robustness suites on a CPU;
+    w = 32: 0.24 M parameters, 99.4% MNIST test accuracy after two epochs.
     """
 
     stage_names = ("block1", "block2", "block3", "block4")
@@ -35,7 +36,7 @@ class SmallCNN(Backbone):
         self,
         num_classes: int = 10,
         in_channels: int = 1,
-        width: int = 32,
+        width: int = 16,
         dropout: float = 0.0,
     ) -> None:
         super().__init__(num_classes, in_channels)
@@ -54,7 +55,7 @@ class SmallCNN(Backbone):
 
 
 def small_cnn(
-    num_classes: int = 10, in_channels: int = 1, width: int = 32, dropout: float = 0.0
+    num_classes: int = 10, in_channels: int = 1, width: int = 16, dropout: float = 0.0
 ) -> SmallCNN:
     """:class:`SmallCNN` with channel widths (width, 2 width, 4 width, 4 width)."""
     return SmallCNN(num_classes, in_channels, width=width, dropout=dropout)

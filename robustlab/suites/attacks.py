@@ -28,6 +28,8 @@ class AttackSuite(EvaluationSuite):
         norm: ``linf`` | ``l2``.
         epsilons: radii (numbers or fractions such as ``"8/255"``).
         steps: PGD iteration counts, e.g. ``[20, 100]`` (ignored by FGSM and AutoAttack).
+            PGD here stops per example at the first iterate that fools the model
+            (``stop_on_success``): an example counts as robust only if no iterate fooled it.
         step_size: PGD step; null = 2.5·ε/steps (Madry et al.); or ``step_size_ratio``·ε.
         restarts, random_start: PGD restarts and uniform random start in the ball.
         version: AutoAttack version (``standard`` | ``plus`` | ``rand``).
@@ -73,7 +75,11 @@ class AttackSuite(EvaluationSuite):
                     if step_size_ratio is not None:
                         size = step_size_ratio * eps
                     options.update(
-                        steps=int(n), step_size=size, restarts=restarts, random_start=random_start
+                        stop_on_success=True,
+                        steps=int(n),
+                        step_size=size,
+                        restarts=restarts,
+                        random_start=random_start,
                     )
                 elif attack == "autoattack":
                     options.update(version=version, seed=seed)
