@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -68,12 +70,28 @@ def _record_failure(cfg: DictConfig, run_dir: Path, error: BaseException, starte
     write_results(results, run_dir)
 
 
+def _record_signals() -> list[str]:
+    """Turn SIGTERM (a scheduler's time limit, ``kill``) into an interrupt that Lightning shuts
+    down gracefully, and remember it so the failure record can say what ended the run."""
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        return received
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        received.append("terminated by SIGTERM")
+        raise KeyboardInterrupt("terminated by SIGTERM")
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    return received
+
+
 def run_job(task: Callable[[DictConfig, Path], object], cfg: DictConfig) -> None:
     """Run ``task(cfg, run_dir)`` inside the current Hydra job with the error contract."""
     started = time.time()
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    signals = _record_signals()
     try:
         try:
             task(cfg, run_dir)
@@ -87,6 +105,11 @@ def run_job(task: Callable[[DictConfig, Path], object], cfg: DictConfig) -> None
             raise ConfigError(
                 f"config error at {error.full_key or 'top level'}: {message}"
             ) from None
+    except SystemExit as error:  # Lightning exits on interrupts; record why the run ended
+        if error.code not in (0, None) and rank_zero_only.rank == 0:
+            reason = signals or [f"exit code {error.code}"]
+            _record_failure(cfg, run_dir, RuntimeError(f"run ended early: {reason[0]}"), started)
+        raise
     except (Exception, KeyboardInterrupt) as error:
         if rank_zero_only.rank == 0:
             _record_failure(cfg, run_dir, error, started)

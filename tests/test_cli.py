@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from tests.helpers import QUICK, run_app
@@ -116,3 +118,35 @@ def test_launcher_configs_compose(tmp_path):
         proc = run_app("train", f"hydra/launcher={launcher}", "--cfg", "hydra", cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert "launcher" in proc.stdout and "_target_" in proc.stdout
+
+
+def test_terminated_run_records_why_it_failed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "robustlab.train",
+            "trainer.max_epochs=500",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
+        time.sleep(0.5)  # the first epoch is done and checkpointed
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["status"] == "failed" and "SIGTERM" in record["error"]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file(), "checkpoints written so far are kept"
