@@ -132,6 +132,13 @@ def exit_status() -> int:
     return 0
 
 
+def hydra_argv(argv: list[str]) -> list[str]:
+    """Hydra's parser wants flags before overrides; accept ``app k=v -m k=a,b`` as users type
+    it (and as the experiment READMEs write it) by moving ``-m``/``--multirun`` first."""
+    flags = [a for a in argv[1:] if a in ("-m", "--multirun")]
+    return [argv[0], *flags, *(a for a in argv[1:] if a not in flags)]
+
+
 def hydra_app(task: Callable[[DictConfig, Path], object], config_name: str) -> Callable[[], None]:
     """A console-script ``main`` running ``task`` as a Hydra app on ``conf/<config_name>.yaml``."""
 
@@ -140,6 +147,7 @@ def hydra_app(task: Callable[[DictConfig, Path], object], config_name: str) -> C
         run_job(task, cfg)
 
     def main() -> None:
+        sys.argv = hydra_argv(sys.argv)
         hydra_main()
         raise SystemExit(exit_status())
 

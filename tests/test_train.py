@@ -71,18 +71,26 @@ def test_every_experiment_config_composes_and_runs(tmp_path):
     )
     assert "quickstart" in experiments
     for name in experiments:
-        cfg = compose_train(f"experiment={name}", *QUICK, "data.samples_per_class=null")
+        # tiny batches and suites: full-scale configs (WRN, PGD-100) must only compose and step
+        cfg = compose_train(
+            f"experiment={name}",
+            *QUICK,
+            "data.samples_per_class=null",
+            "data.batch_size=8",
+            "data.eval_batch_size=16",
+        )
         for suite in cfg.suite:
-            cfg.suite[suite].max_images = 64
+            cfg.suite[suite].max_images = 16
         results = train(cfg, tmp_path / name)
         assert results.status == "ok" and 0 <= results.metrics["test/acc"] <= 1, name
 
 
 def test_multirun_sweep_writes_one_folder_per_job(tmp_path):
+    # "-m" after an override, as users (and the experiment READMEs) write it
     proc = run_app(
         "train",
-        "-m",
         "method.optimizer.lr=0.1,0.05",
+        "-m",
         "seed=0,1",
         *QUICK,
         f"hydra.sweep.dir={tmp_path}/sweep",
