@@ -12,10 +12,10 @@ import torch
 from robustlab.checkpoints import load_checkpoint, model_state
 from robustlab.data import build_datamodule
 from robustlab.evaluation import run_suites
-from robustlab.evaluation.corruption_error import baseline_from_results, corruption_errors
 from robustlab.models import build_classifier
 from robustlab.report import main as report_main
 from robustlab.suites.clean import calibration_stats
+from robustlab.suites.corruption_error import baseline_from_results, corruption_errors
 from robustlab.train import train
 from tests.helpers import compose_train, results_of, run_app
 

@@ -13,6 +13,10 @@ from pathlib import Path
 
 from robustlab.results import Results, RobustnessRecord, format_level
 
+#: x-axis label of a metric's plot when its records' ``level`` is not a severity or ε
+#: (the near_duplicate suite records its precision/recall curve as ``pr_precision`` at recall).
+LEVEL_AXIS_LABELS: dict[str, str] = {"pr_precision": "recall"}
+
 
 def _by_suite(records: Sequence[RobustnessRecord]) -> dict[str, list[RobustnessRecord]]:
     grouped: dict[str, list[RobustnessRecord]] = defaultdict(list)
@@ -62,7 +66,8 @@ def plot_suite(suite: str, records: Sequence[RobustnessRecord], metric: str, pat
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=condition)
     levels = sorted({p[0] for pts in lines.values() for p in pts})
     ax.set_xticks(levels, [format_level(x) for x in levels], fontsize=8)
-    ax.set_xlabel("ε" if suite.startswith(("pgd", "fgsm", "autoattack")) else "level")
+    default = "ε" if suite.startswith(("pgd", "fgsm", "autoattack")) else "level"
+    ax.set_xlabel(LEVEL_AXIS_LABELS.get(metric, default))
     ax.set_ylabel(metric)
     ax.set_title(f"{suite}: {metric}")
     ax.grid(alpha=0.3)

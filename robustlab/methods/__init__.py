@@ -10,11 +10,17 @@ from typing import Any
 
 from torch import nn
 
+from robustlab.methods.adversarial import AdversarialTraining
 from robustlab.methods.erm import ERM, TrainingOutput
+from robustlab.methods.selfsup import SelfSupervised
+from robustlab.methods.stability import StabilityTraining
 from robustlab.registry import construct, resolve
 
 METHODS: dict[str, type] = {
     "erm": ERM,
+    "adversarial": AdversarialTraining,
+    "selfsup": SelfSupervised,
+    "stability": StabilityTraining,
 }
 
 

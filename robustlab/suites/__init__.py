@@ -13,7 +13,9 @@ from robustlab.suites.base import Condition, EvaluationSuite
 from robustlab.suites.clean import CleanSuite
 from robustlab.suites.corruptions import CorruptionSuite
 from robustlab.suites.distortions import DistortionSuite
+from robustlab.suites.near_duplicate import NearDuplicateSuite
 from robustlab.suites.perturbation_sequences import PerturbationSequenceSuite
+from robustlab.suites.similar_ranking import SimilarRankingSuite
 
 SUITES: dict[str, type[EvaluationSuite]] = {
     "clean": CleanSuite,
@@ -24,6 +26,8 @@ SUITES: dict[str, type[EvaluationSuite]] = {
     "corruptions": CorruptionSuite,
     "distortions": DistortionSuite,
     "perturbation_sequences": PerturbationSequenceSuite,
+    "near_duplicate": NearDuplicateSuite,
+    "similar_ranking": SimilarRankingSuite,
 }
 
 

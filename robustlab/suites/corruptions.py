@@ -18,9 +18,9 @@ from robustlab.corruptions import (
     load_corrupted_release,
 )
 from robustlab.errors import ConfigError, check
-from robustlab.evaluation.corruption_error import baseline_from_results, corruption_errors
 from robustlab.results import RobustnessRecord
 from robustlab.suites.base import Condition, PerturbationSuite
+from robustlab.suites.corruption_error import baseline_from_results, corruption_errors
 
 
 class CorruptionSuite(PerturbationSuite):

@@ -1,0 +1,198 @@
+"""PGD adversarial training (Madry et al., ICLR 2018) and TRADES (Zhang et al., ICML 2019).
+
+Madry: ``min_θ E[max_{‖δ‖_p ≤ ε} CE(f(x + δ), y)]``, the inner max approximated by PGD.
+TRADES: ``CE(f(x), y) + β · KL(f(x) ‖ f(x'))`` with x' maximising the KL term in the ε-ball.
+The attack is the evaluation one (:func:`robustlab.attacks.build_attack`), so "PGD-10 at 8/255"
+means the same thing in training and in the ``pgd_linf`` suite.
+
+BatchNorm: by default the attack runs with the model in eval mode (running statistics, no
+running-average updates from the k attack passes; as in the TRADES reference code) and the
+model's per-module train/eval flags are restored before the loss is computed in train mode.
+``attack_in_eval_mode=false`` attacks with batch statistics (Madry's original code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from robustlab.attacks import Attack, Objective, build_attack, cross_entropy
+from robustlab.errors import ConfigError, check
+from robustlab.methods.erm import ERM, TrainingOutput
+
+LOSSES = ("madry", "trades")
+
+
+# ----------------------------------------------------------------------------- pure losses
+def madry_loss(logits_adv: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean ``CE(f(x_adv), y)`` over the batch (Madry et al. 2018)."""
+    return F.cross_entropy(logits_adv, y, label_smoothing=label_smoothing)
+
+
+def trades_kl(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
+    """Per-example ``KL(softmax(f(x)) ‖ softmax(f(x')))`` = Σ_k p_k (log p_k − log q_k) (B,)."""
+    log_p = F.log_softmax(logits_clean, dim=1)
+    log_q = F.log_softmax(logits_adv, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def trades_loss(
+    logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float, label_smoothing: float = 0.0
+) -> tuple[Tensor, Tensor, Tensor]:
+    """TRADES (Zhang et al. 2019): ``CE(f(x), y) + β · mean_i KL(f(x_i) ‖ f(x'_i))``.
+
+    Returns ``(loss, ce, kl)``; the KL is averaged over the batch (the reference code's
+    ``KLDivLoss(reduction="sum") / batch_size``).
+    """
+    ce = F.cross_entropy(logits_clean, y, label_smoothing=label_smoothing)
+    kl = trades_kl(logits_clean, logits_adv).mean()
+    return ce + beta * kl, ce, kl
+
+
+def trades_objective(logits_clean: Tensor) -> Objective:
+    """The TRADES attack objective ``x' ↦ KL(f(x) ‖ f(x'))`` with ``f(x)`` held fixed."""
+    target = logits_clean.detach()
+
+    def kl_to_clean(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
+        return trades_kl(target, model(x_adv))
+
+    return kl_to_clean
+
+
+@contextmanager
+def eval_mode(module: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Put every submodule in eval mode, then restore each one's own train/eval flag."""
+    if not enabled:
+        yield
+        return
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+def attack_from_config(config: Mapping[str, Any] | None, where: str) -> Attack:
+    """A PGD/FGSM :class:`~robustlab.attacks.Attack` from ``{name, norm, eps, steps, ...}``."""
+    options = dict(config or {})
+    name = options.pop("name", "pgd")
+    check(
+        name in ("pgd", "fgsm"),
+        f"{where}.name must be 'pgd' or 'fgsm' for training, got {name!r}",
+    )
+    try:
+        return build_attack(name, **options)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+class AdversarialTraining(ERM):
+    """Adversarial training: minimise the loss on PGD examples made on the fly.
+
+    Args:
+        attack: the training attack, ``{name: pgd|fgsm, norm: linf|l2, eps, steps, step_size,
+            random_start, restarts}`` (fractions such as ``"8/255"`` allowed); ``eps: 0`` is
+            standard training.
+        loss: ``madry`` (CE on adversarial examples) or ``trades`` (CE on clean + β·KL).
+        trades_beta: β of TRADES (6 in Zhang et al. for CIFAR-10).
+        attack_in_eval_mode: run the attack with the model in eval mode (see module docstring).
+        val_attack: the attack for ``val/acc_pgd`` (null: the training attack).
+        val_attack_batches: validation batches per epoch on which ``val/acc_pgd`` is measured.
+        **erm: the :class:`ERM` keys (optimizer, scheduler, label_smoothing, init_from, trainable).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        attack: Mapping[str, Any] | None = None,
+        loss: str = "madry",
+        trades_beta: float = 6.0,
+        attack_in_eval_mode: bool = True,
+        val_attack: Mapping[str, Any] | None = None,
+        val_attack_batches: int = 1,
+        **erm: Any,
+    ):
+        super().__init__(model, **erm)
+        check(loss in LOSSES, f"method.loss must be one of {list(LOSSES)}, got {loss!r}")
+        check(trades_beta >= 0, f"method.trades_beta must be >= 0, got {trades_beta}")
+        check(
+            isinstance(val_attack_batches, int) and val_attack_batches >= 0,
+            f"method.val_attack_batches must be an integer >= 0, got {val_attack_batches!r}",
+        )
+        self.attack = attack_from_config(attack, "method.attack")
+        self.val_attack = (
+            attack_from_config(val_attack, "method.val_attack") if val_attack else self.attack
+        )
+        self.loss_name = loss
+        self.trades_beta = float(trades_beta)
+        self.attack_in_eval_mode = bool(attack_in_eval_mode)
+        self.val_attack_batches = val_attack_batches
+        self.val_acc_adv = MeanMetric()
+
+    # ----------------------------------------------------------------- the attack
+    def attack_objective(self, x: Tensor, y: Tensor, logits_clean: Tensor | None) -> Objective:
+        """What the training attack ascends: CE (Madry) or KL to the clean prediction (TRADES)."""
+        if self.loss_name == "trades":
+            return trades_objective(logits_clean)
+        return cross_entropy
+
+    def adversarial_examples(
+        self, x: Tensor, y: Tensor, objective: Objective, attack: Attack | None = None
+    ) -> Tensor:
+        """``attack(model, x, y)`` ascending ``objective`` (model in eval mode if configured)."""
+        attack = attack or self.attack
+        if attack.eps == 0:
+            return x
+        with eval_mode(self.model, self.attack_in_eval_mode):
+            return attack(self.model, x, y, objective=objective).detach()
+
+    def clean_logits_for_attack(self, x: Tensor) -> Tensor | None:
+        """f(x) as the TRADES attack sees it (same BatchNorm mode as the attack), else None."""
+        if self.loss_name != "trades":
+            return None
+        with torch.no_grad(), eval_mode(self.model, self.attack_in_eval_mode):
+            return self.model(x)
+
+    # ----------------------------------------------------------------- the objective
+    def training_loss(self, x: Tensor, y: Tensor) -> TrainingOutput:
+        objective = self.attack_objective(x, y, self.clean_logits_for_attack(x))
+        x_adv = self.adversarial_examples(x, y, objective)
+        return self.robust_loss(x, x_adv, y)
+
+    def robust_loss(self, x: Tensor, x_adv: Tensor, y: Tensor) -> TrainingOutput:
+        """The loss on (x, x_adv): Madry ``CE(f(x_adv), y)`` or TRADES. ``train/acc`` reports
+        clean accuracy (for Madry measured in eval mode, so BatchNorm statistics see only the
+        adversarial batch), ``train/acc_adv`` accuracy on x_adv."""
+        logits_adv = self(x_adv)
+        acc_adv = (logits_adv.argmax(1) == y).float().mean()
+        if self.loss_name == "trades":
+            logits = self(x)
+            loss, ce, kl = trades_loss(
+                logits, logits_adv, y, self.trades_beta, self.label_smoothing
+            )
+            return TrainingOutput(loss, logits, {"acc_adv": acc_adv, "ce": ce, "kl": kl})
+        loss = madry_loss(logits_adv, y, self.label_smoothing)
+        if x_adv is x:  # eps = 0: standard training
+            return TrainingOutput(loss, logits_adv, {"acc_adv": acc_adv})
+        with torch.no_grad(), eval_mode(self.model):  # clean accuracy; no BatchNorm update
+            logits = self(x)
+        return TrainingOutput(loss, logits, {"acc_adv": acc_adv})
+
+    # ----------------------------------------------------------------- validation
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        if batch_idx < self.val_attack_batches and self.val_attack.eps > 0:
+            x, y = batch
+            x_adv = self.val_attack(self.model, x, y)  # the model is in eval mode here
+            with torch.no_grad():
+                correct = (self.model(x_adv).argmax(1) == y).float()
+            self.val_acc_adv.update(correct)
+            self.log("val/acc_pgd", self.val_acc_adv, on_step=False, on_epoch=True)

@@ -1,0 +1,166 @@
+"""Stability training (Zheng, Song, Leung & Goodfellow, CVPR 2016, arXiv 1604.04326).
+
+``L(x, x') = L0(x) + α · Lstab(x, x')`` where x' is a perturbed copy of x (by default
+x + ε, ε ~ N(0, σ²) per pixel, a fresh draw per example and step). Only the clean x carries
+the task loss L0. Classification: ``Lstab = KL(P(y|x) ‖ P(y|x'))`` with the clean prediction
+as the target. Embeddings: ``Lstab = ‖f(x) − f(x')‖₂`` and L0 adds a triplet ranking loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustlab import imageops
+from robustlab.distortions import DEFAULT_LEVELS, DISTORTIONS, random_distortion
+from robustlab.errors import check
+from robustlab.losses import (
+    embedding_stability,
+    random_triplets,
+    stability_kl,
+    triplet_ranking_loss,
+)
+from robustlab.methods.erm import ERM, TrainingOutput
+
+#: ``gaussian``: x + N(0, σ²) (the paper's training noise); a distortion name: that
+#: distortion at a level drawn per example from ``levels``; ``mix``: a random distortion of
+#: ``mix`` per example.
+PERTURBATIONS = ("gaussian", *sorted(DISTORTIONS), "mix")
+TASKS = ("classification", "embedding")
+
+
+class StabilityTraining(ERM):
+    """ERM plus the stability loss of Zheng et al. (2016): ``L0(x) + α · Lstab(x, x')``.
+
+    Args (beyond :class:`ERM`'s):
+        alpha: α ≥ 0, weight of the stability loss.
+        sigma: σ ≥ 0 of the Gaussian pixel noise (``perturbation=gaussian``), [0, 1] scale.
+        perturbation: how x' is made, one of ``PERTURBATIONS``.
+        levels: ``{distortion: [levels]}`` for distortion / ``mix`` perturbations (a level is
+            drawn uniformly per example); defaults to ``robustlab.distortions.DEFAULT_LEVELS``.
+        mix: the distortion names ``perturbation=mix`` draws from (uniformly per example).
+        clip: clip x + ε to [0, 1] (off by default: the paper's x' = x + ε is unclipped;
+            clipping on mostly-black images such as MNIST makes the noise non-zero-mean).
+        detach_clean: stop gradients through the clean branch of Lstab (default on): the
+            clean prediction is then a fixed target that the perturbed prediction is pulled
+            to, and only L0 shapes it, so Lstab cannot "stabilise" by flattening the clean
+            prediction towards the noisy one.
+        joint_forward: run clean and perturbed images as ONE concatenated batch (default).
+            BatchNorm then normalises both halves with the same batch statistics (computed
+            on the clean+perturbed mix, and its running averages track that mix), so the two
+            branches differ only by the input perturbation; ``false`` uses two forwards, each
+            normalised by its own batch (which hides e.g. a global shift of x' from Lstab) and
+            updates running statistics twice per step.
+        task: ``classification`` (KL stability) or ``embedding`` (L2 stability on an
+            L2-normalised embedding, plus a triplet ranking loss; the classifier keeps its
+            cross-entropy so test accuracy stays meaningful).
+        embedding_dim: size of the linear embedding head on the penultimate features (null:
+            the L2-normalised penultimate features themselves, i.e. exactly what the
+            ``near_duplicate`` / ``similar_ranking`` suites score).
+        margin: m of the triplet hinge max(0, m + d(a, p) − d(a, n)).
+        triplet_weight: weight of the triplet ranking loss in L0 (embedding task).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Mapping | None = None,
+        scheduler: Mapping | None = None,
+        label_smoothing: float = 0.0,
+        init_from: str | None = None,
+        trainable: str | list[str] = "all",
+        *,
+        alpha: float = 0.01,
+        sigma: float = 0.04,
+        perturbation: str = "gaussian",
+        levels: Mapping[str, Sequence[float]] | None = None,
+        mix: Sequence[str] = ("gaussian_noise", "jpeg", "thumbnail", "crop"),
+        clip: bool = False,
+        detach_clean: bool = True,
+        joint_forward: bool = True,
+        task: str = "classification",
+        embedding_dim: int | None = 64,
+        margin: float = 0.2,
+        triplet_weight: float = 1.0,
+    ):
+        check(alpha >= 0, f"method.alpha must be >= 0 (stability loss weight), got {alpha}")
+        check(sigma >= 0, f"method.sigma must be >= 0 (noise std on [0, 1] pixels), got {sigma}")
+        check(
+            perturbation in PERTURBATIONS,
+            f"method.perturbation={perturbation!r} is unknown; valid: {', '.join(PERTURBATIONS)}",
+        )
+        check(task in TASKS, f"method.task={task!r} is unknown; valid: {', '.join(TASKS)}")
+        levels = {**DEFAULT_LEVELS, **dict(levels or {})}
+        unknown = sorted((set(levels) | set(mix)) - set(DISTORTIONS))
+        check(
+            not unknown,
+            f"method.levels / method.mix: unknown distortion(s) {unknown}; valid: "
+            f"{', '.join(sorted(DISTORTIONS))}",
+        )
+        check(len(mix) > 0, "method.mix must name at least one distortion")
+        check(margin >= 0, f"method.margin must be >= 0, got {margin}")
+        check(triplet_weight >= 0, f"method.triplet_weight must be >= 0, got {triplet_weight}")
+        check(
+            embedding_dim is None or (isinstance(embedding_dim, int) and embedding_dim > 0),
+            f"method.embedding_dim must be a positive integer or null, got {embedding_dim!r}",
+        )
+        super().__init__(model, optimizer, scheduler, label_smoothing, init_from, trainable)
+        self.alpha, self.sigma = float(alpha), float(sigma)
+        self.perturbation, self.clip = perturbation, bool(clip)
+        self.levels = {k: list(v) for k, v in levels.items()}
+        self.mix = list(mix)
+        self.detach_clean, self.joint_forward = bool(detach_clean), bool(joint_forward)
+        self.task, self.margin = task, float(margin)
+        self.triplet_weight = float(triplet_weight)
+        self.embedding_head = (
+            nn.Linear(model.feature_dim, embedding_dim)
+            if task == "embedding" and embedding_dim
+            else None
+        )
+
+    # ----------------------------------------------------------------- pieces
+    def perturb(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x' for the stability loss (a fresh draw per example)."""
+        if self.perturbation == "gaussian":
+            return imageops.gaussian_noise(x, self.sigma, generator, clip=self.clip)
+        names = self.mix if self.perturbation == "mix" else [self.perturbation]
+        return random_distortion(x, names, self.levels, generator)
+
+    def paired_features(self, x: Tensor, x_perturbed: Tensor) -> tuple[Tensor, Tensor]:
+        """Penultimate features of x and x' (one concatenated forward when ``joint_forward``)."""
+        if self.joint_forward:
+            return self.model.features(torch.cat([x, x_perturbed])).chunk(2)
+        return self.model.features(x), self.model.features(x_perturbed)
+
+    def embed(self, features: Tensor) -> Tensor:
+        """L2-normalised embedding f(x) (through the head when there is one)."""
+        if self.embedding_head is not None:
+            features = self.embedding_head(features)
+        return F.normalize(features, dim=1)
+
+    # ----------------------------------------------------------------- the objective
+    def training_loss(self, x: Tensor, y: Tensor) -> TrainingOutput:
+        feats, feats_p = self.paired_features(x, self.perturb(x))
+        logits = self.model.classifier(feats)
+        task = self.task_loss(logits, y)
+        logs: dict[str, Tensor] = {"task_loss": task.detach()}
+        if self.task == "classification":
+            target = logits.detach() if self.detach_clean else logits
+            stab = stability_kl(target, self.model.classifier(feats_p))
+            loss = task + self.alpha * stab
+        else:
+            emb, emb_p = self.embed(feats), self.embed(feats_p)
+            a, p, n = random_triplets(y)
+            ranking = (
+                triplet_ranking_loss(emb[a], emb[p], emb[n], self.margin)
+                if a.numel()
+                else emb.sum() * 0
+            )
+            stab = embedding_stability(emb.detach() if self.detach_clean else emb, emb_p)
+            loss = task + self.triplet_weight * ranking + self.alpha * stab
+            logs["triplet_loss"] = ranking.detach()
+        logs["stab_loss"] = stab.detach()
+        return TrainingOutput(loss, logits, logs)

@@ -1,0 +1,66 @@
+"""Base for suites that compare the features of an image with those of a distorted copy
+(near-duplicate detection and similar-image ranking, Zheng et al., CVPR 2016)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from robustlab.distortions import DISTORTIONS, distort
+from robustlab.errors import ConfigError
+from robustlab.suites.base import Condition, EvaluationSuite
+
+#: Default (distortion: levels) of the pair suites: the paper's JPEG q = 50 example, a
+#: half-size thumbnail, a 2-pixel crop and the σ = 0.04 training noise.
+DEFAULT_PAIR_DISTORTIONS: dict[str, list[float]] = {
+    "jpeg": [50],
+    "thumbnail": [0.5],
+    "crop": [2],
+    "gaussian_noise": [0.04],
+}
+
+
+def normalized_features(model: nn.Module, x: Tensor) -> Tensor:
+    """L2-normalised penultimate features ``model.features(x) / ‖·‖₂`` (distances in [0, 2])."""
+    features = getattr(model, "features", None)
+    if not callable(features):
+        raise ConfigError(
+            f"feature-distance suites need a model with .features(x) (penultimate features); "
+            f"{type(model).__name__} has none"
+        )
+    return F.normalize(features(x).flatten(1), dim=1)
+
+
+class DistortedPairSuite(EvaluationSuite):
+    """One condition per (distortion, level) of ``distortions`` (``{name: [levels]}``);
+    :meth:`pair_features` gives the normalised features of the clean and distorted batch."""
+
+    def __init__(
+        self,
+        base,
+        *,
+        distortions: Mapping[str, Sequence[float]] | None = None,
+        seed: int = 0,
+        max_images: int | None = None,
+        name: str | None = None,
+    ):
+        super().__init__(base, seed=seed, max_images=max_images, name=name)
+        grid = dict(DEFAULT_PAIR_DISTORTIONS if distortions is None else distortions)
+        unknown = sorted(set(grid) - set(DISTORTIONS))
+        if unknown or not grid:
+            raise ConfigError(
+                f"suite.{self.name}.distortions: unknown or no distortion(s) {unknown}; give "
+                f"{{name: [levels]}} with names from {sorted(DISTORTIONS)}"
+            )
+        self.conditions = [Condition(n, level) for n, levels in grid.items() for level in levels]
+
+    def pair_features(
+        self, model: nn.Module, x: Tensor, condition: Condition, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        distorted = distort(x, condition.name, condition.level, generator=generator)
+        with torch.no_grad():
+            both = normalized_features(model, torch.cat([x, distorted]))
+        return both.chunk(2)

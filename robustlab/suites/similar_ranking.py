@@ -1,0 +1,54 @@
+"""Similar-image ranking under distortion (Zheng et al., CVPR 2016): for the triplet
+(anchor = distort(x_i), positive = x_i, negative = x_{i+1}, a different image of the batch),
+ranking accuracy = P(d(a, p) < d(a, n)) with d the distance of L2-normalised penultimate
+features (ties count ½)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from robustlab.results import RobustnessRecord
+from robustlab.suites.base import Condition, Stats
+from robustlab.suites.feature_pairs import DistortedPairSuite
+
+
+def ranking_correct(anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+    """Σ_i [d(a_i, p_i) < d(a_i, n_i)] + ½ [d(a_i, p_i) = d(a_i, n_i)]."""
+    d_pos = (anchor - positive).norm(dim=1)
+    d_neg = (anchor - negative).norm(dim=1)
+    return (d_pos < d_neg).sum().double() + 0.5 * (d_pos == d_neg).sum().double()
+
+
+class SimilarRankingSuite(DistortedPairSuite):
+    """Ranking accuracy of (distorted anchor, its original, another image) per distortion."""
+
+    name = "similar_ranking"
+
+    def measure(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        condition: Condition,
+        generator: torch.Generator,
+    ) -> Stats:
+        clean, distorted = self.pair_features(model, x, condition, generator)
+        if len(x) < 2:
+            zero = torch.zeros((), device=x.device)
+            return {"ranking_acc": (zero, zero)}
+        correct = ranking_correct(distorted, clean, clean.roll(1, dims=0))
+        return {"ranking_acc": (correct, torch.tensor(float(len(x)), device=x.device))}
+
+    def summarize(
+        self, records: list[RobustnessRecord], clean_acc: float | None = None
+    ) -> dict[str, float]:
+        """Mean ranking accuracy over all conditions and per distortion."""
+        summary = super().summarize(records, clean_acc)
+        families: dict[str, list[float]] = {}
+        for r in records:
+            families.setdefault(r.condition, []).append(r.value)
+        summary.update(
+            {f"{self.name}/{f}/ranking_acc": sum(v) / len(v) for f, v in families.items()}
+        )
+        return summary

@@ -1,0 +1,331 @@
+"""Stability training (Zheng et al., CVPR 2016): losses, the method, and the feature-distance
+suites (near-duplicate detection, similar-image ranking)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab.errors import ConfigError
+from robustlab.losses import (
+    embedding_stability,
+    random_triplets,
+    stability_kl,
+    triplet_ranking_loss,
+)
+from robustlab.methods import build_method
+from robustlab.methods.stability import StabilityTraining
+from robustlab.models import build_classifier
+from robustlab.suites.distance_histograms import (
+    average_precision,
+    distance_histogram,
+    precision_at_recall,
+    roc_auc,
+)
+from robustlab.suites.near_duplicate import NearDuplicateSuite
+from robustlab.suites.similar_ranking import SimilarRankingSuite, ranking_correct
+from robustlab.train import train
+from tests.helpers import compose_train
+
+
+# ------------------------------------------------------------------------------ losses
+def test_stability_kl_hand_computed():
+    # p = softmax([0, ln 3]) = (1/4, 3/4); q = softmax([0, 0]) = (1/2, 1/2)
+    clean = torch.tensor([[0.0, math.log(3.0)]])
+    noisy = torch.tensor([[0.0, 0.0]])
+    expected = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)  # 0.130812...
+    assert stability_kl(clean, noisy).item() == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx(0.1308120, abs=1e-6)
+    # the batch mean of two examples, one of them identical: half the KL
+    both = stability_kl(torch.cat([clean, noisy]), torch.cat([noisy, noisy]))
+    assert both.item() == pytest.approx(expected / 2, abs=1e-6)
+    # direction matters: KL(q || p) = ½ ln(½/¼) + ½ ln(½/¾) ≠ KL(p || q)
+    reverse = 0.5 * math.log(2.0) + 0.5 * math.log(2.0 / 3.0)
+    assert stability_kl(noisy, clean).item() == pytest.approx(reverse, abs=1e-6)
+
+
+def test_stability_kl_is_zero_for_identical_inputs_and_shift_invariant():
+    logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(0))
+    assert stability_kl(logits, logits).item() == pytest.approx(0.0, abs=1e-7)
+    assert stability_kl(logits, logits + 5.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_stability_kl_gradient_follows_detach():
+    clean = torch.tensor([[0.0, 1.0, -1.0]], requires_grad=True)
+    noisy = torch.tensor([[1.0, 0.0, 0.0]], requires_grad=True)
+    stability_kl(clean.detach(), noisy).backward()
+    assert clean.grad is None
+    # d KL / d noisy_logits = q − p
+    p, q = F.softmax(clean.detach(), 1), F.softmax(noisy.detach(), 1)
+    torch.testing.assert_close(noisy.grad, q - p)
+    noisy.grad = None
+    stability_kl(clean, noisy).backward()
+    assert clean.grad is not None and clean.grad.abs().sum() > 0
+
+
+def test_embedding_and_triplet_losses_hand_computed():
+    assert embedding_stability(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]])).item() == 5.0
+    a, p = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])
+    # max(0, 0.5 + 1 − 2) = 0 ; max(0, 0.5 + 1 − 1.2) = 0.3
+    assert triplet_ranking_loss(a, p, torch.tensor([[0.0, 2.0]]), 0.5).item() == 0.0
+    loss = triplet_ranking_loss(a, p, torch.tensor([[0.0, 1.2]]), 0.5)
+    assert loss.item() == pytest.approx(0.3, abs=1e-6)
+
+
+def test_random_triplets_respect_classes():
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    a, p, n = random_triplets(labels, torch.Generator().manual_seed(0))
+    assert a.tolist() == [0, 1, 3, 4, 5]  # class 1 has a single example: no positive
+    assert (labels[a] == labels[p]).all() and (a != p).all()
+    assert (labels[a] != labels[n]).all()
+    assert random_triplets(torch.tensor([1, 1]))[0].numel() == 0  # no negative available
+
+
+# ------------------------------------------------------------------------------ the method
+def _method(**kwargs) -> StabilityTraining:
+    torch.manual_seed(0)
+    model = build_classifier(
+        "small_cnn", num_classes=3, in_channels=1, mean=(0.5,), std=(0.25,), width=4
+    )
+    return build_method("stability", model, **kwargs)
+
+
+def _param_grads(method: StabilityTraining, loss: torch.Tensor) -> list[torch.Tensor]:
+    params = [p for p in method.model.parameters() if p.requires_grad]
+    return torch.autograd.grad(loss, params, retain_graph=True)
+
+
+@pytest.mark.parametrize("joint_forward", [True, False])
+def test_method_loss_equals_task_plus_alpha_kl_and_detaches_clean(joint_forward):
+    method = _method(alpha=0.7, sigma=0.3, detach_clean=True, joint_forward=joint_forward)
+    x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    torch.manual_seed(5)
+    out = method.training_loss(x, y)
+    torch.manual_seed(5)
+    x_noisy = x + 0.3 * torch.randn_like(x)  # the same draw, unclipped
+    if joint_forward:
+        logits, logits_noisy = method.model(torch.cat([x, x_noisy])).chunk(2)
+    else:
+        logits, logits_noisy = method.model(x), method.model(x_noisy)
+    task = F.cross_entropy(logits, y)
+    detached = task + 0.7 * stability_kl(logits.detach(), logits_noisy)
+    attached = task + 0.7 * stability_kl(logits, logits_noisy)
+    assert out.loss.item() == pytest.approx(detached.item(), rel=1e-5)
+    assert out.logs["stab_loss"].item() > 1e-4
+    g_out, g_det, g_att = (_param_grads(method, v) for v in (out.loss, detached, attached))
+    for a, b in zip(g_out, g_det, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert max((a - b).abs().max().item() for a, b in zip(g_out, g_att, strict=True)) > 1e-6
+
+
+def test_method_without_detach_matches_attached_gradient():
+    method = _method(alpha=0.7, sigma=0.3, detach_clean=False)
+    x, y = torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 2, 0])
+    torch.manual_seed(3)
+    out = method.training_loss(x, y)
+    torch.manual_seed(3)
+    x_noisy = x + 0.3 * torch.randn_like(x)
+    logits, logits_noisy = method.model(torch.cat([x, x_noisy])).chunk(2)
+    attached = F.cross_entropy(logits, y) + 0.7 * stability_kl(logits, logits_noisy)
+    for a, b in zip(_param_grads(method, out.loss), _param_grads(method, attached), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_zero_noise_gives_zero_stability_loss_and_erm_loss():
+    method = _method(alpha=1.0, sigma=0.0)
+    method.eval()  # BatchNorm in eval: the two halves are processed identically
+    x, y = torch.rand(4, 1, 32, 32), torch.tensor([0, 1, 2, 0])
+    out = method.training_loss(x, y)
+    assert out.logs["stab_loss"].item() == pytest.approx(0.0, abs=1e-6)
+    assert out.loss.item() == pytest.approx(F.cross_entropy(method.model(x), y).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"perturbation": "jpeg"}, {"perturbation": "mix"}, {"task": "embedding"}]
+)
+def test_other_perturbations_and_the_embedding_task_give_finite_losses(kwargs):
+    method = _method(alpha=1.0, **kwargs)
+    x, y = torch.rand(8, 1, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    out = method.training_loss(x, y)
+    assert torch.isfinite(out.loss) and out.loss.item() > 0
+    out.loss.backward()
+    if kwargs.get("task") == "embedding":
+        assert out.logs["triplet_loss"].item() >= 0
+        assert method.embedding_head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"alpha": -0.1}, "method.alpha must be >= 0"),
+        ({"sigma": -1.0}, "method.sigma must be >= 0"),
+        ({"perturbation": "blur"}, "valid: gaussian, crop"),
+        ({"task": "retrieval"}, "valid: classification, embedding"),
+        ({"mix": ["jpeg", "fog"]}, "unknown distortion(s) ['fog']"),
+    ],
+)
+def test_invalid_config_values_are_config_errors(kwargs, fragment):
+    with pytest.raises(ConfigError) as err:
+        _method(**kwargs)
+    assert fragment in str(err.value)
+
+
+class _Grab(pl.Callback):
+    def on_fit_end(self, trainer, pl_module):
+        self.model = pl_module.model
+
+
+def _noise_stats(model: nn.Module, x: torch.Tensor, sigma: float) -> tuple[float, float]:
+    """(mean KL(clean ‖ noisy), fraction of changed predictions) under N(0, σ²) noise."""
+    model.eval()
+    g = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        clean = model(x)
+        noisy = model(x + sigma * torch.randn(x.shape, generator=g))
+    kl = stability_kl(clean, noisy).item()
+    flips = (clean.argmax(1) != noisy.argmax(1)).float().mean().item()
+    return kl, flips
+
+
+def test_stability_training_is_more_stable_than_erm_on_digits(tmp_path):
+    """Same seed and budget: a stabilised model's predictions change less under noise."""
+    common = [
+        "data=digits",
+        "model.width=16",
+        "trainer.max_epochs=5",
+        "trainer.enable_progress_bar=false",
+        "suite=[perturbation_sequences]",
+        "suite.perturbation_sequences.kinds=[gaussian_noise]",
+        "suite.perturbation_sequences.steps.gaussian_noise=0.04",
+    ]
+    runs = {}
+    for method, extra in [("erm", []), ("stability", ["method.alpha=1.0", "method.sigma=0.2"])]:
+        grab = _Grab()
+        cfg = compose_train(f"method={method}", *common, *extra)
+        results = train(cfg, tmp_path / method, extra_callbacks=(grab,))
+        assert results.status == "ok"
+        x = _digits_test_images(cfg)
+        kl, flips = _noise_stats(grab.model, x, 0.3)
+        runs[method] = (results, kl, flips)
+    erm, stab = runs["erm"], runs["stability"]
+    assert stab[0].metrics["test/acc"] >= 0.8, stab[0].metrics
+    assert stab[1] < 0.5 * erm[1], (stab[1], erm[1])  # KL(clean ‖ noisy)
+    assert stab[2] < erm[2], (stab[2], erm[2])  # changed predictions at σ = 0.3
+    flip = "perturbation_sequences/mean_flip_prob"
+    assert stab[0].summary[flip] < erm[0].summary[flip], (stab[0].summary, erm[0].summary)
+
+
+def _digits_test_images(cfg) -> torch.Tensor:
+    from robustlab.imageops import from_uint8
+    from robustlab.train import build_data
+
+    images, _ = build_data(cfg).test_arrays()
+    return from_uint8(images)
+
+
+# ------------------------------------------------------------------------------ metrics
+def test_histogram_auc_and_ap_match_exact_values_up_to_binning():
+    sklearn = pytest.importorskip("sklearn.metrics")
+    g = torch.Generator().manual_seed(0)
+    pos = (0.5 + 0.3 * torch.randn(3000, generator=g)).clamp(0, 2)
+    neg = (0.9 + 0.3 * torch.randn(2000, generator=g)).clamp(0, 2)
+    ph, nh = distance_histogram(pos, 2000), distance_histogram(neg, 2000)
+    labels = torch.cat([torch.ones(3000), torch.zeros(2000)]).numpy()
+    scores = (-torch.cat([pos, neg])).numpy()
+    assert roc_auc(ph, nh) == pytest.approx(sklearn.roc_auc_score(labels, scores), abs=2e-3)
+    assert average_precision(ph, nh) == pytest.approx(
+        sklearn.average_precision_score(labels, scores), abs=5e-3
+    )
+
+
+def test_histogram_metrics_on_constructed_cases():
+    pos = distance_histogram(torch.zeros(100), 200)  # identical features: d = 0
+    neg = distance_histogram(torch.full((100,), 1.0), 200)
+    assert roc_auc(pos, neg) == 1.0
+    assert average_precision(pos, neg) == 1.0
+    assert precision_at_recall(pos, neg, 0.9) == 1.0
+    same = distance_histogram(torch.full((10,), 0.5), 200)  # all ties: AUC ½
+    assert roc_auc(same, same) == pytest.approx(0.5)
+    # 3 positives in bin 0, 1 positive and 2 negatives in bin 1, 2 negatives in bin 2:
+    # AUC = (3·4 + 1·(2 + ½·2)) / (4·4) = 15/16; recall 0.9 needs bin 1: precision 4/6
+    pos = torch.tensor([3.0, 1.0, 0.0])
+    neg = torch.tensor([0.0, 2.0, 2.0])
+    assert roc_auc(pos, neg) == pytest.approx(15 / 16)
+    assert precision_at_recall(pos, neg, 0.9) == pytest.approx(4 / 6)
+    assert average_precision(pos, neg) == pytest.approx(0.75 * 1.0 + 0.25 * 4 / 6)
+
+
+class _PixelFeatures(nn.Module):
+    """features(x) = the flattened pixels (or, with ``random``, noise unrelated to x)."""
+
+    def __init__(self, random: bool = False):
+        super().__init__()
+        self.random = random
+        self.g = torch.Generator().manual_seed(7)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.random:
+            return torch.randn(x.shape[0], 16, generator=self.g)
+        return x.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)[:, :2]
+
+
+def _evaluate(suite, model, batches):
+    """What SuiteEvaluator does: Σ sum / Σ count per (condition, metric), then records."""
+    sums: dict = {}
+    for i, condition in enumerate(suite.conditions):
+        for b, x in enumerate(batches):
+            stats = suite.measure(model, x, None, condition, suite.generator(x.device, i, b))
+            for metric, (s, c) in stats.items():
+                acc = sums.setdefault((i, metric), [0.0, 0.0])
+                acc[0] += float(s)
+                acc[1] += float(c)
+    values = {k: s / c for k, (s, c) in sums.items() if c > 0}
+    return suite.records(values)
+
+
+def test_near_duplicate_suite_identical_vs_random_features():
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.rand(64, 1, 8, 8, generator=g) for _ in range(4)]
+    suite = NearDuplicateSuite(None, distortions={"gaussian_noise": [0.0, 0.01]})
+    records = _evaluate(suite, _PixelFeatures(), batches)
+    auc = {r.level: r.value for r in records if r.metric == "auc"}
+    assert auc[0.0] == 1.0 and auc[0.01] == 1.0
+    pr = [r for r in records if r.metric == "pr_precision"]
+    assert len(pr) == 2 * 20 and all(r.value == 1.0 for r in pr)
+    assert {r.condition for r in pr} == {"gaussian_noise=0", "gaussian_noise=0.01"}
+    random_records = _evaluate(suite, _PixelFeatures(random=True), batches)
+    auc = [r.value for r in random_records if r.metric == "auc"]
+    assert all(abs(a - 0.5) < 0.06 for a in auc), auc
+    summary = suite.summarize(records)
+    assert summary["near_duplicate/mean_auc"] == 1.0
+    assert summary["near_duplicate/gaussian_noise/auc"] == 1.0
+
+
+def test_ranking_accuracy_constructed_cases():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    p = torch.tensor([[1.0, 0.1], [1.0, 0.0], [1.0, 0.0]])
+    n = torch.tensor([[0.0, 1.0], [0.0, 1.1], [0.0, 1.0]])
+    # correct, wrong (1.41 > 0.1), tie (1 = 1): 1 + 0 + ½
+    assert ranking_correct(a, p, n).item() == pytest.approx(1.5)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.rand(32, 1, 8, 8, generator=g) for _ in range(2)]
+    suite = SimilarRankingSuite(None, distortions={"gaussian_noise": [0.0]})
+    records = _evaluate(suite, _PixelFeatures(), batches)
+    assert [r.value for r in records] == [1.0]
+    random_records = _evaluate(suite, _PixelFeatures(random=True), batches)
+    assert abs(random_records[0].value - 0.5) < 0.15
+
+
+def test_pair_suites_reject_unknown_distortions():
+    with pytest.raises(ConfigError, match="valid|names from"):
+        NearDuplicateSuite(None, distortions={"fog": [1]})
