@@ -200,10 +200,20 @@ def test_ddp_evaluation_equals_single_process(digits_run, tmp_path):
     assert two["provenance"]["world_size"] == 2
 
     def as_table(r):
-        return {(x["suite"], x["condition"], x["level"]): x["value"] for x in r["robustness"]}
+        return {
+            (x["suite"], x["condition"], x["level"], x["metric"]): x["value"]
+            for x in r["robustness"]
+        }
 
-    assert as_table(one) == as_table(two)
-    assert len(as_table(one)) == 1 + 5 + 4
+    # accuracies are sums of counts: identical; ECE sums floats in another order: to 1e-9
+    assert as_table(one).keys() == as_table(two).keys()
+    for key, value in as_table(one).items():
+        assert as_table(two)[key] == (pytest.approx(value, abs=1e-9) if key[3] == "ece" else value)
+    assert {k: v for k, v in one["summary"].items() if "ece" not in k} == {
+        k: v for k, v in two["summary"].items() if "ece" not in k
+    }
+    assert len(as_table(one)) == 2 + 5 + 4  # clean acc + ece, 5 JPEG and 4 thumbnail levels
     # the plots and the robustness table also went to the (offline) wandb run
-    media = list((tmp_path / "ddp" / "wandb").glob("offline-run-*/files/media/images/*.png"))
-    assert media, "report plots were not logged to wandb"
+    (run,) = (tmp_path / "ddp" / "wandb").glob("offline-run-*")
+    assert list((run / "files" / "media" / "images").rglob("*.png")), "plots not logged to wandb"
+    assert list((run / "files" / "media" / "table").glob("robustness_*.table.json"))

@@ -273,7 +273,7 @@ def test_feature_extractor_returns_hooked_outputs() -> None:
 
 def test_feature_extractor_on_wrapped_backbone() -> None:
     torch.manual_seed(0)
-    model = build_classifier("small_cnn", 10, 1, mean=(0.5,), std=(0.25,)).eval()
+    model = build_classifier("small_cnn", 10, 1, mean=(0.5,), std=(0.25,), width=32).eval()
     x = torch.rand(2, 1, 28, 28)
     with feature_extractor(model, "backbone.block2", detach=True) as fx, torch.no_grad():
         out, feats = fx(x)

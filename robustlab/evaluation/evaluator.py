@@ -52,7 +52,7 @@ class SuiteEvaluator(pl.LightningModule):
             self.values = {}
             return
         stacked = torch.stack([torch.stack(self._sums[k]) for k in keys]).to(self.device)
-        stacked = self.trainer.strategy.reduce(stacked.float(), reduce_op="sum").double()
+        stacked = self.trainer.strategy.reduce(stacked, reduce_op="sum")
         self.values = {
             k: (s / c).item() if c > 0 else float("nan")
             for k, (s, c) in zip(keys, stacked.cpu(), strict=True)
