@@ -61,12 +61,20 @@ def plot_suite(suite: str, records: Sequence[RobustnessRecord], metric: str, pat
         if r.metric == metric:
             lines[r.condition].append((float(r.level), r.value))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for condition, points in lines.items():
+    for index, (condition, points) in enumerate(lines.items()):
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=condition)
+        style = ("-", "--", ":")[index // 10 % 3]  # the colour cycle has 10 colours
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            linestyle=style,
+            label=condition,
+        )
     levels = sorted({p[0] for pts in lines.values() for p in pts})
     ax.set_xticks(levels, [format_level(x) for x in levels], fontsize=8)
     default = "ε" if suite.startswith(("pgd", "fgsm", "autoattack")) else "level"
+    default = "severity" if suite == "corruptions" else default
     ax.set_xlabel(LEVEL_AXIS_LABELS.get(metric, default))
     ax.set_ylabel(metric)
     ax.set_title(f"{suite}: {metric}")
