@@ -9,6 +9,7 @@ as the target. Embeddings: ``Lstab = ‖f(x) − f(x')‖₂`` and L0 adds a tri
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,11 +68,6 @@ class StabilityTraining(ERM):
     def __init__(
         self,
         model: nn.Module,
-        optimizer: Mapping | None = None,
-        scheduler: Mapping | None = None,
-        label_smoothing: float = 0.0,
-        init_from: str | None = None,
-        trainable: str | list[str] = "all",
         *,
         alpha: float = 0.01,
         sigma: float = 0.04,
@@ -85,6 +81,7 @@ class StabilityTraining(ERM):
         embedding_dim: int | None = 64,
         margin: float = 0.2,
         triplet_weight: float = 1.0,
+        **erm: Any,
     ):
         check(alpha >= 0, f"method.alpha must be >= 0 (stability loss weight), got {alpha}")
         check(sigma >= 0, f"method.sigma must be >= 0 (noise std on [0, 1] pixels), got {sigma}")
@@ -107,7 +104,7 @@ class StabilityTraining(ERM):
             embedding_dim is None or (isinstance(embedding_dim, int) and embedding_dim > 0),
             f"method.embedding_dim must be a positive integer or null, got {embedding_dim!r}",
         )
-        super().__init__(model, optimizer, scheduler, label_smoothing, init_from, trainable)
+        super().__init__(model, **erm)
         self.alpha, self.sigma = float(alpha), float(sigma)
         self.perturbation, self.clip = perturbation, bool(clip)
         self.levels = {k: list(v) for k, v in levels.items()}
