@@ -37,6 +37,15 @@ class Condition:
         return dict(self.options).get(key, default)
 
 
+def condition_means(records: list[RobustnessRecord], metric: str) -> dict[str, float]:
+    """Mean of ``metric`` over the levels of each condition (e.g. per corruption family)."""
+    values: dict[str, list[float]] = {}
+    for r in records:
+        if r.metric == metric:
+            values.setdefault(r.condition, []).append(r.value)
+    return {condition: sum(v) / len(v) for condition, v in values.items()}
+
+
 def correct_count(model: nn.Module, x: Tensor, y: Tensor) -> Stats:
     """Top-1 accuracy statistics of ``model`` on images ``x``."""
     with torch.no_grad():
@@ -141,11 +150,7 @@ class PerturbationSuite(EvaluationSuite):
     ) -> dict[str, float]:
         """Mean accuracy over all conditions and per perturbation family."""
         summary = super().summarize(records, clean_acc)
-        families: dict[str, list[float]] = {}
-        for r in records:
-            if r.metric == "acc":
-                families.setdefault(r.condition, []).append(r.value)
         summary.update(
-            {f"{self.name}/{family}/mean_acc": sum(v) / len(v) for family, v in families.items()}
+            {f"{self.name}/{c}/mean_acc": v for c, v in condition_means(records, "acc").items()}
         )
         return summary

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.results import RobustnessRecord
-from robustlab.suites.base import Condition, Stats
+from robustlab.suites.base import Condition, Stats, condition_means
 from robustlab.suites.feature_pairs import DistortedPairSuite
 
 
@@ -45,10 +45,6 @@ class SimilarRankingSuite(DistortedPairSuite):
     ) -> dict[str, float]:
         """Mean ranking accuracy over all conditions and per distortion."""
         summary = super().summarize(records, clean_acc)
-        families: dict[str, list[float]] = {}
-        for r in records:
-            families.setdefault(r.condition, []).append(r.value)
-        summary.update(
-            {f"{self.name}/{f}/ranking_acc": sum(v) / len(v) for f, v in families.items()}
-        )
+        means = condition_means(records, "ranking_acc")
+        summary.update({f"{self.name}/{c}/ranking_acc": v for c, v in means.items()})
         return summary
