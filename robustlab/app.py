@@ -30,12 +30,14 @@ from robustlab.results import Results, provenance, write_results
 
 _failed_jobs: list[str] = []
 
-# Keep the apps' output about the run: drop Lightning's product tips and a deprecation
-# warning Lightning raises about its own internals.
+# Keep the apps' output about the run: drop Lightning's product tips, a deprecation warning
+# Lightning raises about its own internals, and its warning about the empty validation loader
+# list that ``data.val_fraction=0`` asks for.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
     lambda record: not record.getMessage().startswith("💡 Tip")
 )
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
 
 
 def choice(cfg: DictConfig, group: str) -> str:

@@ -20,7 +20,7 @@ from robustlab.errors import ConfigError
 LOGGERS = ("csv", "tensorboard", "wandb")
 
 
-def _wandb_logger(
+def wandb_logger(
     run_dir: Path,
     project: str = "robustlab",
     entity: str | None = None,
@@ -30,6 +30,7 @@ def _wandb_logger(
     mode: str = "offline",
     log_model: bool = False,
 ) -> WandbLogger:
+    """A wandb logger saving under ``run_dir``; an online run that cannot start goes offline."""
     if mode not in ("online", "offline", "disabled"):
         raise ConfigError(f"logger.wandb.mode={mode!r}; choose online, offline or disabled")
     kwargs: dict[str, Any] = dict(
@@ -66,7 +67,7 @@ def build_loggers(cfg: Mapping[str, Mapping] | None, run_dir: Path) -> list[Logg
                 TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", **options)
             )
         elif name == "wandb":
-            loggers.append(_wandb_logger(run_dir, **options))
+            loggers.append(wandb_logger(run_dir, **options))
         else:
             raise ConfigError(f"unknown logger {name!r}; valid choices: {', '.join(LOGGERS)}")
     return loggers

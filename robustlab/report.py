@@ -8,6 +8,7 @@ Python API in one place: ``load_runs``, ``group_runs``, ``aggregate``, ``to_mark
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -28,6 +29,8 @@ from robustlab.reporting import (
     group_runs,
     load_reference,
     load_runs,
+    plot_comparison,
+    plottable,
     robustness_key,
     to_csv,
     to_markdown,
@@ -47,7 +50,10 @@ __all__ = [
     "group_runs",
     "load_reference",
     "load_runs",
+    "log_report",
     "main",
+    "plot_comparison",
+    "plottable",
     "robustness_key",
     "to_csv",
     "to_markdown",
@@ -104,6 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="files written with --output: report.md, report.csv or both (default)",
     )
     add("--output", metavar="DIR", type=Path, help="also write the report files here")
+    add(
+        "--plots",
+        nargs="*",
+        action="extend",
+        metavar="SUITE/METRIC",
+        help="with --output: comparison plots (metric vs level, one line per group) in "
+        "DIR/plots, linked from report.md, e.g. distortions/acc near_duplicate/pr_precision; "
+        "no value: every suite/metric measured at two or more levels",
+    )
+    add(
+        "--wandb",
+        metavar="PROJECT",
+        help="with --output: log the table and plots to a wandb run of PROJECT saved in DIR "
+        "(offline unless --wandb-mode online)",
+    )
+    add("--wandb-mode", choices=("offline", "online"), default="offline", help="default offline")
     add("--decimals", type=int, default=2, metavar="N", help="decimals shown (default 2)")
     add(
         "--percent",
@@ -129,19 +151,64 @@ def _write(table: Table, markdown: str, output: Path, fmt: str) -> list[Path]:
     return written
 
 
+def log_report(
+    table: Table, plots: dict[str, Path], output: Path, project: str, mode: str = "offline"
+) -> None:
+    """Log the table (as a wandb.Table, the CSV's columns) and the plots to one wandb run of
+    ``project`` saved under ``output`` (offline by default; online falls back to offline)."""
+    import csv
+
+    import wandb
+
+    from robustlab.loggers import wandb_logger
+
+    def cell(text: str) -> str | float | None:
+        try:
+            return float(text) if text else None
+        except ValueError:
+            return text
+
+    header, *rows = list(csv.reader(io.StringIO(to_csv(table))))
+    rows = [[cell(text) for text in row] for row in rows]
+    run = wandb_logger(output, project=project, name="robustlab-report", mode=mode).experiment
+    run.log(
+        {
+            "report": wandb.Table(columns=header, data=rows),
+            **{f"plots/{name}": wandb.Image(str(path)) for name, path in plots.items()},
+        }
+    )
+    run.finish()
+
+
 def _run(args: argparse.Namespace) -> int:
     if not 0 <= args.decimals <= 10:
         raise RobustlabError(f"--decimals must be between 0 and 10, got {args.decimals}")
-    if args.format and args.output is None:
-        raise RobustlabError("--format chooses the files written with --output; add --output DIR")
-    table = build_table(
-        args.paths, args.metrics, args.group_by, args.reference, args.decimals, args.percent
+    for option, value in (
+        ("--format", args.format),
+        ("--plots", args.plots),
+        ("--wandb", args.wandb),
+    ):
+        if value is not None and args.output is None:
+            raise RobustlabError(f"{option} needs a folder for its files; add --output DIR")
+    ref = load_reference(args.reference) if args.reference is not None else None
+    groups = group_runs(load_runs(args.paths), args.group_by)
+    table = aggregate(
+        groups, args.metrics, reference=ref, decimals=args.decimals, percent=args.percent
     )
     markdown = to_markdown(table)
     sys.stdout.write(markdown)
-    if args.output is not None:
-        written = _write(table, markdown, args.output, args.format or "both")
-        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    if args.output is None:
+        return 0
+    plots: dict[str, Path] = {}
+    if args.plots is not None:
+        for name in dict.fromkeys(args.plots or plottable(groups)):
+            file = args.output / "plots" / (name.replace("/", "_") + ".png")
+            plots[name] = plot_comparison(groups, name, file)
+        markdown += "".join(f"\n![{n}](plots/{p.name})\n" for n, p in plots.items())
+    written = _write(table, markdown, args.output, args.format or "both") + list(plots.values())
+    if args.wandb:
+        log_report(table, plots, args.output, args.wandb, args.wandb_mode)
+    print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0
 
 

@@ -1,18 +1,20 @@
 """Step time of method=stability vs method=erm (same model, batch and data).
 
 One training step = the method's ``training_loss`` + backward + optimiser step (what the
-Lightning training step does, without the logging). Measured after warm-up, interleaving the two
-methods so both see the same machine load; prints the median of the repeats and the ratio
-(stability runs the clean and perturbed batch in one forward of 2B images, so ~2x is the floor).
+Lightning training step does, without the logging). Measured after warm-up, interleaving the
+methods so all see the same machine load; prints the fastest of the repeats (as timeit advises:
+on a shared machine noise only adds time) and the ratios.
+Stability training runs the clean and perturbed batch in one forward of 2B images, so the floor
+is an ERM step on 2B images, measured too ("erm@2B"): stability / erm@2B is the overhead of the
+method itself (noise, KL), stability / erm the cost a user sees (target <= 2.2x).
 
-    python scripts/bench_stability.py [--model small_cnn] [--batch 128] [--repeats 7]
+    python scripts/bench_stability.py [--model small_cnn] [--batch 128] [--repeats 11]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 
 import torch
@@ -59,8 +61,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=28)
     parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=11)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     g = torch.Generator().manual_seed(0)
@@ -68,24 +70,28 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
     methods = {
         "erm": make("erm", args.model, args.channels),
+        "erm@2B": make("erm", args.model, args.channels),
         "stability": make("stability", args.model, args.channels, alpha=0.01, sigma=0.04),
     }
-    for module, optimizer in methods.values():
+    batches = {"erm": (x, y), "erm@2B": (torch.cat([x, x]), torch.cat([y, y])), "stability": (x, y)}
+    for name, (module, optimizer) in methods.items():
         module.to(device)
-        time_steps(module, optimizer, x, y, 3)  # warm-up
+        time_steps(module, optimizer, *batches[name], 3)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(args.repeats):
         for name, (module, optimizer) in methods.items():
-            times[name].append(time_steps(module, optimizer, x, y, args.steps))
-    erm, stab = (statistics.median(times[n]) for n in ("erm", "stability"))
+            times[name].append(time_steps(module, optimizer, *batches[name], args.steps))
+    erm, erm2, stab = (min(times[n]) for n in ("erm", "erm@2B", "stability"))
     print(
         f"machine: {platform.machine()} {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; model {args.model}, batch {args.batch}x"
-        f"{args.channels}x{args.size}x{args.size}; median of {args.repeats} x {args.steps} steps"
+        f"{args.channels}x{args.size}x{args.size}; fastest of {args.repeats} x {args.steps} steps"
     )
     print(f"erm:       {erm * 1e3:8.1f} ms/step")
+    print(f"erm@2B:    {erm2 * 1e3:8.1f} ms/step  (the two-forward floor)")
     print(f"stability: {stab * 1e3:8.1f} ms/step")
-    print(f"ratio stability / erm: {stab / erm:.2f}x (target <= 2.2x; floor ~2x)")
+    print(f"ratio stability / erm:    {stab / erm:.2f}x (target <= 2.2x)")
+    print(f"ratio stability / erm@2B: {stab / erm2:.2f}x (the method's own overhead)")
 
 
 if __name__ == "__main__":

@@ -337,6 +337,8 @@ def test_no_results_and_bad_arguments_exit_2(tmp_path: Path, capsys) -> None:
         ["--decimals", "x"],
         ["--format", "csv"],
         ["--format", "xml"],
+        ["--plots"],
+        ["--wandb", "project"],
     ):
         assert main([str(tmp_path / "r"), *argv]) == 2, argv
         err = capsys.readouterr().err
@@ -366,3 +368,79 @@ def test_python_dash_m_entry_point(two_configs: Path, tmp_path: Path) -> None:
     assert "| stability alpha=0.1 (mnist, small_cnn) | 2 | 92.00 ± 2.83 |" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == ["report.csv"]
     assert to_csv(build_table([two_configs], ["test/acc"])) == (out / "report.csv").read_text()
+
+
+def _distortion_records(offset: float) -> list[dict]:
+    """jpeg at q = 90, 50 and a pair suite's PR curve; values shifted by ``offset``."""
+    jpeg = [
+        {"suite": "distortions", "condition": "jpeg", "level": q, "metric": "acc", "value": v}
+        for q, v in ((90, 0.9 + offset), (50, 0.7 + offset))
+    ]
+    pr = [
+        {"suite": "near_duplicate", "condition": "jpeg=50", "level": r, "metric": "pr_precision"}
+        | {"value": 1.0 - r / 2}
+        for r in (0.5, 1.0)
+    ]
+    single = {"suite": "clean", "condition": "clean", "level": None, "metric": "acc", "value": 1}
+    return [*jpeg, *pr, single]
+
+
+@pytest.fixture
+def leveled(tmp_path: Path) -> Path:
+    """ERM (2 seeds, jpeg accuracy offsets 0 and +0.1) and stability (1 seed, +0.2)."""
+    root = tmp_path / "leveled"
+    for name, seed, method, offset in (
+        ("e0", 0, "erm", 0.0),
+        ("e1", 1, "erm", 0.1),
+        ("s0", 0, "stability", 0.2),
+    ):
+        write_run(
+            root / name, seed=seed, acc=0.9, method=method, robustness=_distortion_records(offset)
+        )
+    return root
+
+
+def test_comparison_curves_average_over_seeds(leveled: Path) -> None:
+    from robustlab.reporting.plots import curves, plottable
+
+    groups = group_runs(load_runs([leveled]))
+    assert plottable(groups) == ["distortions/acc", "near_duplicate/pr_precision"]
+    jpeg = curves(groups, "distortions", "acc")["jpeg"]
+    (erm_label,) = [k for k in jpeg if k.startswith("erm")]
+    (stab_label,) = [k for k in jpeg if k.startswith("stability")]
+    # ERM at q = 50: seeds 0.7 and 0.8 -> mean 0.75, sample std sqrt(2 * 0.05**2) = 0.070711
+    (q50, mean, std, n), (q90, *_) = jpeg[erm_label]
+    assert (q50, n, q90) == (50.0, 2, 90.0)
+    assert mean == pytest.approx(0.75) and std == pytest.approx(0.0707107, abs=1e-6)
+    assert jpeg[stab_label] == [
+        (50.0, pytest.approx(0.9), None, 1),
+        (90.0, pytest.approx(1.1), None, 1),
+    ]
+
+
+def test_cli_plots_and_wandb_offline(leveled: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "report"
+    argv = [str(leveled), "--metrics", "test/acc", "--output", str(out), "--plots", "--wandb", "rl"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots == ["distortions_acc.png", "near_duplicate_pr_precision.png"]
+    report = (out / "report.md").read_text()
+    assert "![distortions/acc](plots/distortions_acc.png)" in report
+    assert "![near_duplicate/pr_precision](plots/near_duplicate_pr_precision.png)" in report
+    for name in plots:  # real PNGs of a sensible size
+        data = (out / "plots" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    (run,) = (out / "wandb").glob("offline-run-*")
+    media = run / "files" / "media"
+    logged = sorted(str(p.relative_to(media).parent) for p in media.rglob("*.*"))
+    assert logged == ["images/plots/distortions", "images/plots/near_duplicate", "table"]
+    (table,) = (media / "table").iterdir()
+    table = json.loads(table.read_text())
+    assert table["columns"] == ["group", "n", "test/acc_mean", "test/acc_std"]
+    assert sorted((row[1], row[2]) for row in table["data"]) == [(1, 90.0), (2, 90.0)]
+    # a name that cannot be drawn lists what can
+    assert main([str(leveled), "--output", str(out), "--plots", "clean/acc"]) == 2
+    err = capsys.readouterr().err
+    assert "clean/acc" in err and "distortions/acc, near_duplicate/pr_precision" in err

@@ -11,11 +11,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from robustlab.reporting.plots import level_axis_label
 from robustlab.results import Results, RobustnessRecord, format_level
-
-#: x-axis label of a metric's plot when its records' ``level`` is not a severity or ε
-#: (the near_duplicate suite records its precision/recall curve as ``pr_precision`` at recall).
-LEVEL_AXIS_LABELS: dict[str, str] = {"pr_precision": "recall"}
 
 
 def _by_suite(records: Sequence[RobustnessRecord]) -> dict[str, list[RobustnessRecord]]:
@@ -73,9 +70,7 @@ def plot_suite(suite: str, records: Sequence[RobustnessRecord], metric: str, pat
         )
     levels = sorted({p[0] for pts in lines.values() for p in pts})
     ax.set_xticks(levels, [format_level(x) for x in levels], fontsize=8)
-    default = "ε" if suite.startswith(("pgd", "fgsm", "autoattack")) else "level"
-    default = "severity" if suite == "corruptions" else default
-    ax.set_xlabel(LEVEL_AXIS_LABELS.get(metric, default))
+    ax.set_xlabel(level_axis_label(suite, metric))
     ax.set_ylabel(metric)
     ax.set_title(f"{suite}: {metric}")
     ax.grid(alpha=0.3)

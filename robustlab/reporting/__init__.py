@@ -18,11 +18,15 @@ CSV, optionally next to a paper's reference numbers. Rules:
   dotted keys ("method", "data", "model" are the config choices).
 - Failed runs, Hydra job folders without results.json and runs missing a shown metric are
   listed under "Failed / incomplete runs"; n counts the ok runs of a group.
+- Plots (--plots, with --output): per "suite/metric", one panel per condition and one line per
+  group of the metric's mean ± std against the record level (severity, ε, distortion level,
+  recall); --wandb logs the table and the plots to a wandb run (offline by default).
 """
 
 from __future__ import annotations
 
 from robustlab.reporting.grouping import Group, group_runs
+from robustlab.reporting.plots import plot_comparison, plottable
 from robustlab.reporting.reference import Reference, load_reference
 from robustlab.reporting.runs import Run, format_level, load_runs, robustness_key
 from robustlab.reporting.table import Column, Row, Stat, Table, aggregate, to_csv, to_markdown
@@ -40,6 +44,8 @@ __all__ = [
     "group_runs",
     "load_reference",
     "load_runs",
+    "plot_comparison",
+    "plottable",
     "robustness_key",
     "to_csv",
     "to_markdown",

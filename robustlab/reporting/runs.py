@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -20,6 +20,16 @@ EXPECTED = (
     "expected run folders containing results.json (written by robustlab-train / robustlab-eval), "
     "Hydra multirun folders (multirun/<date>/<time>/<job>/results.json) or results.json files"
 )
+
+
+class Record(NamedTuple):
+    """A robustness record with a numeric level (what the comparison plots draw)."""
+
+    suite: str
+    condition: str
+    level: float
+    metric: str
+    value: float
 
 
 @dataclass
@@ -37,6 +47,7 @@ class Run:
     summary_keys: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)  # flattened, dotted keys
     overrides: dict[str, str] | None = None  # from .hydra/overrides.yaml
+    records: list[Record] = field(default_factory=list)  # robustness records at numeric levels
 
     @property
     def ok(self) -> bool:
@@ -103,6 +114,16 @@ def _load_results(file: Path) -> Run:
         for r in records
         if isinstance(r, Mapping) and is_number(r.get("value"))
     }
+    leveled = [
+        Record(
+            *(str(r.get(k)) for k in ("suite", "condition")),
+            r["level"],
+            str(r.get("metric")),
+            r["value"],
+        )
+        for r in records
+        if isinstance(r, Mapping) and is_number(r.get("value")) and is_number(r.get("level"))
+    ]
     status = str(doc.get("status", "ok"))
     config = doc.get("config") if isinstance(doc.get("config"), Mapping) else {}
     return Run(
@@ -117,6 +138,7 @@ def _load_results(file: Path) -> Run:
         summary_keys=list(summary),
         config=flatten(config),
         overrides=overrides,
+        records=leveled,
     )
 
 

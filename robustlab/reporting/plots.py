@@ -1,0 +1,131 @@
+"""Comparison plots: a robustness metric against its level, one line per group of runs.
+
+For one ``(suite, metric)`` — e.g. ``distortions/acc`` or ``corruptions/acc`` against the level,
+``pgd_linf/acc`` against ε, ``near_duplicate/pr_precision`` against recall — every condition gets
+a panel and every group (runs sharing a config up to the seed) a line of the mean over its seeds,
+with ± one sample std (ddof = 1) as error bars. Conditions that grow stronger as their level falls
+(JPEG quality, thumbnail scale) get a reversed x axis, so every level panel reads "stronger →".
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from robustlab.errors import RobustlabError
+from robustlab.reporting.grouping import Group
+from robustlab.results import format_level
+
+#: conditions whose distortion grows as the level *falls* (quality, scale)
+STRONGER_AT_LOWER_LEVELS = frozenset({"jpeg", "thumbnail"})
+
+#: x-axis label by metric, where the level is not a severity / ε / distortion level
+LEVEL_AXIS_LABELS: dict[str, str] = {"pr_precision": "recall"}
+
+#: (level, mean, std or None, n) of one group on one condition
+Point = tuple[float, float, float | None, int]
+
+
+def level_axis_label(suite: str, metric: str) -> str:
+    """What the ``level`` of a suite's records is: ε, severity, recall or a distortion level."""
+    if metric in LEVEL_AXIS_LABELS:
+        return LEVEL_AXIS_LABELS[metric]
+    if suite.startswith(("pgd", "fgsm", "autoattack")):
+        return "ε"
+    return "severity" if suite == "corruptions" else "level"
+
+
+def curves(groups: Sequence[Group], suite: str, metric: str) -> dict[str, dict[str, list[Point]]]:
+    """``{condition: {group label: [(level, mean, std, n), ...] sorted by level}}`` over the ok
+    runs' records of ``suite``/``metric`` that have a numeric level."""
+    out: dict[str, dict[str, list[Point]]] = defaultdict(dict)
+    for group in groups:
+        values: dict[tuple[str, float], list[float]] = defaultdict(list)
+        for run in group.runs:
+            if run.ok:
+                for r in run.records:
+                    if r.suite == suite and r.metric == metric:
+                        values[(r.condition, r.level)].append(r.value)
+        for (condition, level), vals in sorted(values.items()):
+            std = statistics.stdev(vals) if len(vals) > 1 else None
+            point = (level, statistics.fmean(vals), std, len(vals))
+            out[condition].setdefault(group.label, []).append(point)
+    return dict(out)
+
+
+def plottable(groups: Sequence[Group]) -> list[str]:
+    """``"suite/metric"`` names with at least one condition measured at two or more levels."""
+    levels: dict[tuple[str, str, str], set[float]] = defaultdict(set)
+    for group in groups:
+        for run in group.runs:
+            for r in run.records if run.ok else ():
+                levels[(r.suite, r.metric, r.condition)].add(r.level)
+    names = {f"{s}/{m}" for (s, m, _), lv in levels.items() if len(lv) > 1}
+    return sorted(names)
+
+
+def plot_comparison(groups: Sequence[Group], name: str, path: str | Path) -> Path:
+    """Draw ``name`` = ``"suite/metric"`` for all groups (one panel per condition) to ``path``."""
+    suite, _, metric = name.partition("/")
+    data = curves(groups, suite, metric)
+    available = plottable(groups)
+    if name not in available:
+        raise RobustlabError(
+            f"--plots {name!r}: no suite/metric of that name has records at two or more levels; "
+            f"plottable: {', '.join(available) or 'none (no leveled robustness records)'}"
+        )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conditions = [c for c in data if len({p[0] for pts in data[c].values() for p in pts}) > 1]
+    labels = [g.label for g in groups if any(g.label in data[c] for c in conditions)]
+    cols = min(4, len(conditions))
+    rows = -(-len(conditions) // cols)
+    legend = 0.17 * len(labels) / (1 if len(labels) > 4 else 2) + 0.3  # inches
+    height = 3.2 * rows + legend
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, height), squeeze=False)
+    handles = {}
+    for ax, condition in zip(axes.flat, conditions, strict=False):
+        for label, points in data[condition].items():
+            index = labels.index(label)
+            handles[label] = ax.errorbar(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                yerr=[p[2] or 0.0 for p in points],
+                marker="o",
+                ms=3,
+                capsize=2,
+                linestyle=("-", "--", ":")[index // 10 % 3],  # the colour cycle has 10 colours
+                color=f"C{index % 10}",
+            )
+        levels = sorted({p[0] for pts in data[condition].values() for p in pts})
+        if len(levels) <= 8:  # label the measured levels; denser curves keep the default ticks
+            ax.set_xticks(levels, [format_level(x) for x in levels], fontsize=7)
+        if condition in STRONGER_AT_LOWER_LEVELS:  # the level is the quality / scale itself
+            ax.invert_xaxis()
+        ax.set_title(condition, fontsize=9)
+        ax.set_xlabel(level_axis_label(suite, metric), fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(conditions) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(metric)
+    fig.legend(
+        [handles[k] for k in labels],
+        labels,
+        loc="lower center",
+        fontsize=7,
+        ncol=1 if len(labels) > 4 else 2,
+        frameon=False,
+    )
+    fig.suptitle(f"{name} (mean ± std over seeds)", fontsize=10)
+    fig.tight_layout(rect=(0, legend / height, 1, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
