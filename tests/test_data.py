@@ -519,6 +519,41 @@ def test_imagefolder_loads_files(tmp_path):
         square.test_arrays()
 
 
+def test_imagenet_pipeline_random_resized_train_crop_centre_eval_crop(tmp_path):
+    """data=imagenet: training images are random-resized crops, evaluation images the
+    deterministic resize + centre crop, normalised with ImageNet's fixed mean/std."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    for split in ("train", "val"):
+        for wnid in ("n0", "n1"):
+            (tmp_path / split / wnid).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(pixels).save(tmp_path / split / wnid / f"{i}.png")
+    dm = build_datamodule(
+        "imagenet", root=tmp_path, image_size=16, resize=24, batch_size=8, val_fraction=0.0
+    )
+    assert dm.mean == (0.485, 0.456, 0.406) and dm.std == (0.229, 0.224, 0.225)
+    assert dm.image_size == (16, 16)
+    centre = dm.test_dataset()[0][0]
+    assert all(torch.equal(centre, dm.test_dataset()[i][0]) for i in range(8))  # deterministic
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 3, 16, 16)
+    # every training view of the same file is a different random crop, none the centre crop
+    assert all(not torch.allclose(view, centre, atol=1e-3) for view in x)
+    assert len({view.sum().item() for view in x}) == 8
+    with pytest.raises(ConfigError, match="random_resized_crop needs data.image_size"):
+        build_datamodule("imagefolder", root=tmp_path, random_resized_crop=True)
+    with pytest.raises(ConfigError, match="both be null or both list 3"):
+        build_datamodule("imagefolder", root=tmp_path, mean=[0.5, 0.5, 0.5])
+    with pytest.raises(ConfigError, match="crop_scale"):
+        build_datamodule("imagenet", root=tmp_path, crop_scale=[0.5, 0.1])
+    empty = tmp_path / "nothing"
+    with pytest.raises(DataNotFoundError, match="data=imagenet"):
+        build_datamodule("imagenet", root=empty).setup("fit")
+
+
 def test_synthetic_is_learnable():
     dm = synthetic(n_train=400, n_test=200, image_size=16)
     train = dm._ensure_loaded().train

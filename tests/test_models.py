@@ -422,3 +422,52 @@ def test_small_cnn_reaches_99_percent_on_mnist(mnist_root) -> None:
             for i in range(0, len(x_test), 1000)
         )
     assert correct / len(x_test) >= 0.99
+
+
+def test_torchvision_backbone_splits_features_and_head():
+    from robustlab.models import build_backbone
+
+    net = build_backbone("torchvision", num_classes=7, arch="resnet18")
+    assert net.feature_dim == 512 and net.classifier.out_features == 7
+    assert net.stage_names == ("net.layer1", "net.layer2", "net.layer3", "net.layer4")
+    x = torch.rand(2, 3, 64, 64)
+    net.eval()
+    features = net.features(x)
+    assert features.shape == (2, 512)
+    assert torch.allclose(net(x), net.classifier(features))
+    inception = build_backbone("torchvision", num_classes=3, arch="inception_v3")
+    inception.train()  # no auxiliary head: training mode returns plain logits
+    assert inception(torch.rand(2, 3, 80, 80)).shape == (2, 3)
+    with pytest.raises(ConfigError, match="resnet50"):
+        build_backbone("torchvision", num_classes=3, arch="resnet5")
+
+
+def test_torchvision_pretrained_weights_load_from_the_hub_cache(tmp_path, monkeypatch):
+    """The real download code path, served from a local torch-hub cache (no network)."""
+    import torchvision.models as tvm
+
+    from robustlab.models import build_backbone
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1
+    torch.manual_seed(0)
+    reference = tvm.mobilenet_v3_small()
+    nn.init.constant_(reference.classifier[-1].bias, 0.25)
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / weights.url.rsplit("/", 1)[-1])
+    kept = build_backbone(
+        "torchvision", num_classes=1000, arch="mobilenet_v3_small", weights="IMAGENET1K_V1"
+    )
+    x = torch.rand(2, 3, 64, 64)
+    reference.eval(), kept.eval()
+    assert torch.equal(kept.classifier.bias, reference.classifier[-1].bias)  # head kept
+    assert torch.allclose(kept(x), reference(x), atol=1e-5)
+    ten = build_backbone(
+        "torchvision", num_classes=10, arch="mobilenet_v3_small", weights="IMAGENET1K_V1"
+    )
+    ten.eval()
+    assert ten.classifier.out_features == 10  # a new head, the pretrained body
+    assert torch.allclose(ten.features(x), kept.features(x), atol=1e-6)
+    with pytest.raises(ConfigError, match="IMAGENET1K_V1"):
+        build_backbone("torchvision", num_classes=10, arch="mobilenet_v3_small", weights="V9")

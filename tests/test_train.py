@@ -64,25 +64,62 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert resumed.metrics["val/loss"] == pytest.approx(full.metrics["val/loss"], abs=1e-6)
 
 
-def test_every_experiment_config_composes_and_runs(tmp_path):
-    experiments = sorted(
-        p.relative_to(CONF / "experiment").with_suffix("").as_posix()
-        for p in (CONF / "experiment").rglob("*.yaml")
+EXPERIMENTS = sorted(
+    p.relative_to(CONF / "experiment").with_suffix("").as_posix()
+    for p in (CONF / "experiment").rglob("*.yaml")
+)
+
+
+def _fake_imagenet(root: Path) -> Path:
+    """Two classes of random 128 x 128 JPEGs in the ImageNet folder layout."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("val", 4)):
+        for wnid in ("n01440764", "n01443537"):
+            (root / "imagenet" / split / wnid).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / "imagenet" / split / wnid / f"{i}.JPEG")
+    return root / "imagenet"
+
+
+def test_experiment_list_is_complete():
+    assert {"quickstart", "stability/mnist", "stability/imagenet_full"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_config_composes_and_runs(name, tmp_path, request):
+    """Each experiment config composes and runs a few steps on tiny batches (full-scale configs
+    such as WRN, PGD-100 or Inception-v3 only compose and step). Real-data experiments skip
+    without $ROBUSTLAB_DATA; ImageNet ones run on a fake two-class folder without weights."""
+    data = compose_train(f"experiment={name}").data.name
+    extra = []
+    if data in ("mnist", "cifar10"):
+        root = request.getfixturevalue(f"{data}_root")
+        extra = [f"data.root={root}"]
+    elif data == "imagenet":
+        extra = [
+            f"data.root={_fake_imagenet(tmp_path / 'data')}",
+            "data.image_size=112",
+            "data.resize=128",
+            "model.weights=null",  # pretrained weights: tests/test_models.py, from a local cache
+        ]
+    full = "_full" in name  # GPU-scale networks: the fewest images that exercise everything
+    cfg = compose_train(
+        f"experiment={name}",
+        *QUICK,
+        *extra,
+        "data.samples_per_class=null",
+        "data.batch_size=8",
+        f"data.eval_batch_size={4 if full else 16}",
+        "data.num_workers=0",
     )
-    assert "quickstart" in experiments
-    for name in experiments:
-        # tiny batches and suites: full-scale configs (WRN, PGD-100) must only compose and step
-        cfg = compose_train(
-            f"experiment={name}",
-            *QUICK,
-            "data.samples_per_class=null",
-            "data.batch_size=8",
-            "data.eval_batch_size=16",
-        )
-        for suite in cfg.suite:
-            cfg.suite[suite].max_images = 16
-        results = train(cfg, tmp_path / name)
-        assert results.status == "ok" and 0 <= results.metrics["test/acc"] <= 1, name
+    for suite in cfg.suite:
+        cfg.suite[suite].max_images = 4 if full else 16
+    results = train(cfg, tmp_path / "run")
+    assert results.status == "ok" and 0 <= results.metrics["test/acc"] <= 1, name
 
 
 def test_multirun_sweep_writes_one_folder_per_job(tmp_path):

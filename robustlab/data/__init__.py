@@ -17,7 +17,7 @@ from robustlab.data.cifar import (
     CIFAR100DataModule,
 )
 from robustlab.data.digits import DigitsDataModule
-from robustlab.data.imagefolder import ImageFolderDataModule
+from robustlab.data.imagefolder import ImageFolderDataModule, ImageNetDataModule
 from robustlab.data.mnist import FashionMNISTDataModule, MNISTDataModule
 from robustlab.data.npz import NpzDataModule
 from robustlab.data.sampler import ShardedBatchSampler
@@ -40,6 +40,7 @@ DATASETS: dict[str, type[ImageDataModule]] = {
         STL10DataModule,
         NpzDataModule,
         ImageFolderDataModule,
+        ImageNetDataModule,
         SyntheticDataModule,
     )
 }

@@ -364,7 +364,9 @@ class ImageDataModule(pl.LightningDataModule):
             return DataLoader(
                 source.batches(index), sampler=sampler, batch_size=None, pin_memory=self.pin_memory
             )
-        pre = source.pre if isinstance(source, FileSource) else ()
+        pre = (
+            () if not isinstance(source, FileSource) else source.train_pre if train else source.pre
+        )
         transform = pil_transform(pre=pre) if pre else None
         if train and self._augment_on and not self.device_augment_active:
             transform = pil_transform(

@@ -56,7 +56,8 @@ class ArraySource:
 
 
 class FileSource:
-    """A split stored as image files, each passed through ``pre`` (e.g. Resize + CenterCrop)."""
+    """A split stored as image files, each passed through ``pre`` (e.g. Resize + CenterCrop), or
+    through ``train_pre`` when training draws from it and one is given (e.g. RandomResizedCrop)."""
 
     resident = False
 
@@ -67,11 +68,13 @@ class FileSource:
         *,
         channels: int = 3,
         pre: Sequence[Callable] = (),
+        train_pre: Sequence[Callable] | None = None,
     ) -> None:
         self.paths = list(paths)
         self.labels = labels.to(torch.int64)
         self.channels = channels
         self.pre = list(pre)
+        self.train_pre = self.pre if train_pre is None else list(train_pre)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -1,4 +1,5 @@
-"""Model zoo: CIFAR/MNIST-scale backbones, a registry, and the normalising classifier wrapper.
+"""Model zoo: CIFAR/MNIST-scale backbones, torchvision's ImageNet classifiers (``torchvision``
+with ``arch``/``weights``), a registry, and the normalising classifier wrapper.
 
 Every backbone maps (B, C, H, W) images to logits (B, K) as ``classifier(features(x))`` and
 exposes ``feature_dim``; ``build_classifier`` wraps one in :class:`ImageClassifier`, which takes
@@ -33,6 +34,7 @@ from robustlab.models.resnet_cifar import (
 )
 from robustlab.models.shufflenetv2 import ShuffleNetV2, shufflenetv2
 from robustlab.models.small_cnn import SmallCNN, small_cnn
+from robustlab.models.torchvision_zoo import TorchvisionBackbone, torchvision_model
 from robustlab.models.vgg import VGG, vgg8, vgg11, vgg13, vgg16, vgg19
 from robustlab.models.wide_resnet import (
     WideResNet,
@@ -83,6 +85,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mobilenetv2": mobilenetv2,
     "mobilenetv2_half": mobilenetv2_half,
     "shufflenetv2": shufflenetv2,
+    "torchvision": torchvision_model,
 }
 
 _BUILDER_ARGS = ("num_classes", "in_channels")
@@ -155,6 +158,7 @@ __all__ = [
     "PreActResNet",
     "ShuffleNetV2",
     "SmallCNN",
+    "TorchvisionBackbone",
     "WideResNet",
     "build_backbone",
     "build_classifier",
@@ -177,6 +181,7 @@ __all__ = [
     "resolve_submodule",
     "shufflenetv2",
     "small_cnn",
+    "torchvision_model",
     "vgg8",
     "vgg11",
     "vgg13",
