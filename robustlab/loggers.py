@@ -44,7 +44,7 @@ def wandb_logger(
     )
     os.environ.setdefault("WANDB_SILENT", "true")
     if mode == "online":
-        logger = WandbLogger(mode="online", **kwargs)
+        logger = _without_anonymous(WandbLogger(mode="online", **kwargs))
         try:
             logger.experiment  # noqa: B018 - starts the run now, so failures surface here
             return logger
@@ -52,7 +52,16 @@ def wandb_logger(
             warnings.warn(
                 f"wandb online run could not start ({err}); logging offline instead", stacklevel=2
             )
-    return WandbLogger(mode=mode, **kwargs)
+    return _without_anonymous(WandbLogger(mode=mode, **kwargs))
+
+
+def _without_anonymous(logger: WandbLogger) -> WandbLogger:
+    """Lightning passes ``anonymous=None`` to ``wandb.init``, which recent wandb versions answer
+    with a deprecation warning on every run; the setting does nothing, so leave it out."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
+    return logger
 
 
 def build_loggers(cfg: Mapping[str, Mapping] | None, run_dir: Path) -> list[Logger]:

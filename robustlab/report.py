@@ -208,6 +208,7 @@ def _run(args: argparse.Namespace) -> int:
     written = _write(table, markdown, args.output, args.format or "both") + list(plots.values())
     if args.wandb:
         log_report(table, plots, args.output, args.wandb, args.wandb_mode)
+        written.append(args.output / "wandb")
     print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
     return 0
 
