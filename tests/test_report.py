@@ -320,6 +320,12 @@ def test_failed_run_and_missing_metric_are_listed(two_configs: Path, capsys) -> 
     section = markdown.split("### Failed / incomplete runs")[1]
     assert "| " in section and "a2 | failed: CUDA out of memory at step 12 |" in section
     assert "a3 | missing metric(s): corruptions/mean_acc, corruptions/mce |" in section
+    # a group none of whose runs has a metric (ERM has no stability loss) shows "—", no problem
+    write_run(two_configs / "erm", seed=0, acc=0.5, method="erm", overrides=["method=erm"])
+    assert main([str(two_configs), "--metrics", "test/acc", "corruptions/mce"]) == 0
+    markdown = capsys.readouterr().out
+    assert md_row(markdown, "erm alpha=0.1 (mnist, small_cnn)")[1:] == ["1", "50.00", "—"]
+    assert "erm |" not in markdown.split("### Failed / incomplete runs")[1]
 
 
 def test_no_results_and_bad_arguments_exit_2(tmp_path: Path, capsys) -> None:

@@ -16,8 +16,9 @@ CSV, optionally next to a paper's reference numbers. Rules:
   the same (method, data, model). Seeds, hydra.*, logger.*, paths.* and path-like keys (*dir,
   *path, *root, *file, checkpoint) never split groups. --group-by replaces this with explicit
   dotted keys ("method", "data", "model" are the config choices).
-- Failed runs, Hydra job folders without results.json and runs missing a shown metric are
-  listed under "Failed / incomplete runs"; n counts the ok runs of a group.
+- Failed runs, Hydra job folders without results.json and runs missing a shown metric that
+  other runs of their group have are listed under "Failed / incomplete runs" (a metric no run of
+  a group has, e.g. ERM's stability loss, is just "—"); n counts the ok runs of a group.
 - Plots (--plots, with --output): per "suite/metric", one panel per condition and one line per
   group of the metric's mean ± std against the record level (severity, ε, distortion level,
   recall); --wandb logs the table and the plots to a wandb run (offline by default).

@@ -104,7 +104,8 @@ def aggregate(
     """Mean ± sample std over the ok runs of each group for ``metrics`` (names or fnmatch globs;
     None: test/acc + common summary keys + reference metrics). A column is shown in percent when
     all its values lie in [0, 1] and ``percent`` is True, or None and its name has the word
-    "acc"/"accuracy". Failed, incomplete and metric-less runs go to ``Table.problems``."""
+    "acc"/"accuracy". Failed and incomplete runs, and runs lacking a metric that other runs of
+    their group have, go to ``Table.problems``."""
     ok_runs = [r for g in groups for r in g.runs if r.ok]
     available = list(dict.fromkeys(k for r in ok_runs for k in r.values))
     names = _select(metrics, available) if metrics else _default_metrics(groups, available)
@@ -134,8 +135,9 @@ def aggregate(
             if values:
                 stats[name] = _stat(values)
         rows.append(Row(group.label, len(good), stats, ref))
+        measured = {k for r in good for k in r.values}  # a metric no run of a group has is "—"
         for run in group.runs:
-            missing = [m for m in names if m in available and m not in run.values]
+            missing = [m for m in names if m in measured and m not in run.values]
             if not run.ok:
                 problems.append((_show(run.path), f"{run.status}: {run.error}"))
             elif missing:
