@@ -25,6 +25,7 @@ from robustlab.reporting import (
     Stat,
     Table,
     aggregate,
+    check_plottable,
     format_level,
     group_runs,
     load_reference,
@@ -46,6 +47,7 @@ __all__ = [
     "Table",
     "aggregate",
     "build_table",
+    "check_plottable",
     "format_level",
     "group_runs",
     "load_reference",
@@ -201,7 +203,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     plots: dict[str, Path] = {}
     if args.plots is not None:
-        for name in dict.fromkeys(args.plots or plottable(groups)):
+        names = list(dict.fromkeys(args.plots or plottable(groups)))
+        check_plottable(groups, names)  # all names valid before anything is written
+        for name in names:
             file = args.output / "plots" / (name.replace("/", "_") + ".png")
             plots[name] = plot_comparison(groups, name, file)
         markdown += "".join(f"\n![{n}](plots/{p.name})\n" for n, p in plots.items())

@@ -447,6 +447,9 @@ def test_cli_plots_and_wandb_offline(leveled: Path, tmp_path: Path, capsys, monk
     assert table["columns"] == ["group", "n", "test/acc_mean", "test/acc_std"]
     assert sorted((row[1], row[2]) for row in table["data"]) == [(1, 90.0), (2, 90.0)]
     # a name that cannot be drawn lists what can
-    assert main([str(leveled), "--output", str(out), "--plots", "clean/acc"]) == 2
+    fresh = tmp_path / "fresh"
+    argv = [str(leveled), "--output", str(fresh), "--plots", "distortions/acc", "clean/acc"]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "clean/acc" in err and "distortions/acc, near_duplicate/pr_precision" in err
+    assert not fresh.exists()  # nothing half-written

@@ -27,7 +27,7 @@ CSV, optionally next to a paper's reference numbers. Rules:
 from __future__ import annotations
 
 from robustlab.reporting.grouping import Group, group_runs
-from robustlab.reporting.plots import plot_comparison, plottable
+from robustlab.reporting.plots import check_plottable, plot_comparison, plottable
 from robustlab.reporting.reference import Reference, load_reference
 from robustlab.reporting.runs import Run, format_level, load_runs, robustness_key
 from robustlab.reporting.table import Column, Row, Stat, Table, aggregate, to_csv, to_markdown
@@ -41,6 +41,7 @@ __all__ = [
     "Stat",
     "Table",
     "aggregate",
+    "check_plottable",
     "format_level",
     "group_runs",
     "load_reference",

@@ -66,16 +66,22 @@ def plottable(groups: Sequence[Group]) -> list[str]:
     return sorted(names)
 
 
+def check_plottable(groups: Sequence[Group], names: Sequence[str]) -> None:
+    """Raise a RobustlabError naming the plottable choices unless every name can be drawn."""
+    available = plottable(groups)
+    for name in names:
+        if name not in available:
+            raise RobustlabError(
+                f"cannot plot {name!r}: no suite/metric of that name has records at two or more "
+                f"levels; plottable: {', '.join(available) or 'none (no leveled records)'}"
+            )
+
+
 def plot_comparison(groups: Sequence[Group], name: str, path: str | Path) -> Path:
     """Draw ``name`` = ``"suite/metric"`` for all groups (one panel per condition) to ``path``."""
+    check_plottable(groups, [name])
     suite, _, metric = name.partition("/")
     data = curves(groups, suite, metric)
-    available = plottable(groups)
-    if name not in available:
-        raise RobustlabError(
-            f"--plots {name!r}: no suite/metric of that name has records at two or more levels; "
-            f"plottable: {', '.join(available) or 'none (no leveled robustness records)'}"
-        )
     import matplotlib
 
     matplotlib.use("Agg")
