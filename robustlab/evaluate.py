@@ -21,9 +21,8 @@ from robustlab.evaluation import run_suites
 from robustlab.evaluation.report_card import write_report_card
 from robustlab.loggers import build_loggers
 from robustlab.methods.erm import CHECKPOINT_KEY
-from robustlab.models import build_classifier
 from robustlab.results import Results, provenance, write_results
-from robustlab.train import build_data
+from robustlab.train import build_data, build_model
 from robustlab.trainer import build_trainer
 
 log = logging.getLogger("robustlab")
@@ -40,15 +39,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> Results:
     run_cfg.data = OmegaConf.merge(run_cfg.data, overrides)
     with distributed_job():
         datamodule = build_data(run_cfg)
-        model_kwargs = OmegaConf.to_container(run_cfg.model, resolve=True)
-        model = build_classifier(
-            model_kwargs.pop("name"),
-            num_classes=datamodule.num_classes,
-            in_channels=datamodule.in_channels,
-            mean=datamodule.mean,
-            std=datamodule.std,
-            **model_kwargs,
-        )
+        model = build_model(run_cfg, datamodule)
         try:
             model.load_state_dict(model_state(checkpoint))
         except RuntimeError as err:

@@ -23,7 +23,7 @@ from robustlab.evaluation import run_suites
 from robustlab.evaluation.report_card import write_report_card
 from robustlab.loggers import build_loggers
 from robustlab.methods import ERM, build_method
-from robustlab.models import build_classifier
+from robustlab.models import ImageClassifier, build_classifier
 from robustlab.results import Results, provenance, scalar_metrics, write_results
 from robustlab.trainer import build_trainer
 
@@ -38,10 +38,10 @@ def build_data(cfg: DictConfig) -> ImageDataModule:
     return datamodule
 
 
-def build_run_method(cfg: DictConfig, datamodule: ImageDataModule) -> ERM:
-    """The method (LightningModule) around a freshly initialised model fitted to the data."""
+def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifier:
+    """The classifier ``cfg.model`` describes, sized and normalised for the data."""
     model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    model = build_classifier(
+    return build_classifier(
         model_kwargs.pop("name"),
         num_classes=datamodule.num_classes,
         in_channels=datamodule.in_channels,
@@ -49,6 +49,11 @@ def build_run_method(cfg: DictConfig, datamodule: ImageDataModule) -> ERM:
         std=datamodule.std,
         **model_kwargs,
     )
+
+
+def build_run_method(cfg: DictConfig, datamodule: ImageDataModule) -> ERM:
+    """The method (LightningModule) around a freshly initialised model fitted to the data."""
+    model = build_model(cfg, datamodule)
     method_kwargs = OmegaConf.to_container(cfg.method, resolve=True)
     method = build_method(method_kwargs.pop("name"), model, **method_kwargs)
     method.run_config = config_container(cfg)

@@ -21,8 +21,7 @@ from omegaconf import OmegaConf
 from robustlab.attacks import pgd
 from robustlab.checkpoints import load_checkpoint, model_state
 from robustlab.methods.erm import CHECKPOINT_KEY
-from robustlab.models import build_classifier
-from robustlab.train import build_data
+from robustlab.train import build_data, build_model
 
 LINF = (0.05, 0.1, 0.2, 0.3)
 L2 = (0.5, 1.0, 2.0)
@@ -46,15 +45,7 @@ def score(run_dir: Path, n: int) -> dict[str, float]:
     checkpoint = load_checkpoint(next((run_dir / "checkpoints").glob("epoch*.ckpt")))
     run_cfg = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
     x, y, datamodule = test_images(run_cfg, n)
-    kwargs = OmegaConf.to_container(run_cfg.model, resolve=True)
-    model = build_classifier(
-        kwargs.pop("name"),
-        num_classes=datamodule.num_classes,
-        in_channels=datamodule.in_channels,
-        mean=datamodule.mean,
-        std=datamodule.std,
-        **kwargs,
-    )
+    model = build_model(run_cfg, datamodule)
     model.load_state_dict(model_state(checkpoint))
     model.eval()
     generator = torch.Generator().manual_seed(0)
