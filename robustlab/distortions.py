@@ -8,6 +8,7 @@ so the levels here are configurable defaults (``DEFAULT_LEVELS``), not the paper
 
 Every distortion is ``fn(images, level, generator=None) -> images`` on float (B, C, H, W) in
 [0, 1], batched on the input's device (JPEG goes through libjpeg on the CPU and comes back).
+``generator`` is a ``torch.Generator`` or per-image streams (:mod:`robustlab.randomness`).
 
 - ``jpeg``: encode/decode at quality ``level`` (1..100); distortion grows as quality falls.
 - ``thumbnail``: area-downscale by ``level`` = s in (0, 1] to ⌊s·H + ½⌋ × ⌊s·W + ½⌋, then
@@ -28,8 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from robustlab import imageops
+from robustlab import imageops, randomness
 from robustlab.errors import ConfigError, check
+from robustlab.randomness import RandomSource
 
 Distortion = Callable[..., Tensor]
 
@@ -111,7 +113,7 @@ _VALIDATORS: dict[str, Callable[[float, tuple[int, int]], None]] = {
 # --------------------------------------------------------------------------------------------
 
 
-def jpeg(images: Tensor, quality: int, generator: torch.Generator | None = None) -> Tensor:
+def jpeg(images: Tensor, quality: int, generator: RandomSource = None) -> Tensor:
     """JPEG round trip at ``quality`` (libjpeg via torchvision, after uint8 quantisation)."""
     _check_images(images)
     _check_jpeg(quality, images.shape[-2:])
@@ -121,7 +123,7 @@ def jpeg(images: Tensor, quality: int, generator: torch.Generator | None = None)
 def thumbnail(
     images: Tensor,
     scale: float,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
     *,
     down: str = "area",
     up: str = "bilinear",
@@ -136,12 +138,12 @@ def thumbnail(
     return imageops.resize(imageops.resize(images, small, down), (h, w), up)
 
 
-def _corner_bits(images: Tensor, generator: torch.Generator | None) -> Tensor:
+def _corner_bits(images: Tensor, generator: RandomSource) -> Tensor:
     """Two random bits per sample, (B, 2) int64: (x, y) direction of the offset."""
-    return imageops.randint(2, (images.shape[0], 2), images.device, generator)
+    return randomness.randint((images.shape[0], 2), 0, 2, generator, images.device)
 
 
-def crop(images: Tensor, offset: int, generator: torch.Generator | None = None) -> Tensor:
+def crop(images: Tensor, offset: int, generator: RandomSource = None) -> Tensor:
     """Crop an (H-k) × (W-k) window at a random corner per sample, resize back to H × W.
 
     Corner (top, left) ∈ {0, k}² is drawn from ``generator``; resizing is bilinear with
@@ -159,7 +161,7 @@ def crop(images: Tensor, offset: int, generator: torch.Generator | None = None) 
     return imageops.resize(window, (h, w), "bilinear")
 
 
-def crop_pad(images: Tensor, offset: int, generator: torch.Generator | None = None) -> Tensor:
+def crop_pad(images: Tensor, offset: int, generator: RandomSource = None) -> Tensor:
     """Shift content by (±k, ±k) pixels (random signs per sample), zero-filling the border."""
     _check_images(images)
     _check_crop_pad(offset, images.shape[-2:])
@@ -171,9 +173,7 @@ def crop_pad(images: Tensor, offset: int, generator: torch.Generator | None = No
     return imageops.translate(images, signs[:, 0] * k, signs[:, 1] * k, fill=0.0)
 
 
-def gaussian_noise(
-    images: Tensor, sigma: float, generator: torch.Generator | None = None
-) -> Tensor:
+def gaussian_noise(images: Tensor, sigma: float, generator: RandomSource = None) -> Tensor:
     """x + σ·ε with ε ~ N(0, I) per pixel, clipped to [0, 1] (the stability-training noise)."""
     _check_images(images)
     _check_sigma(sigma, images.shape[-2:])
@@ -197,9 +197,7 @@ def _lookup(name: str) -> Distortion:
     return DISTORTIONS[name]
 
 
-def distort(
-    images: Tensor, name: str, level: float, generator: torch.Generator | None = None
-) -> Tensor:
+def distort(images: Tensor, name: str, level: float, generator: RandomSource = None) -> Tensor:
     """Apply the registered distortion ``name`` at ``level`` (see ``DISTORTIONS``)."""
     return _lookup(name)(images, level, generator)
 
@@ -208,7 +206,7 @@ def random_distortion(
     images: Tensor,
     names: Sequence[str] | None = None,
     levels: Mapping[str, Sequence[float]] | None = None,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
     *,
     return_choices: bool = False,
 ) -> Tensor | tuple[Tensor, list[tuple[str, float]]]:
@@ -232,8 +230,8 @@ def random_distortion(
             _VALIDATORS[name](level, tuple(images.shape[-2:]))
 
     b = images.shape[0]
-    name_idx = imageops.randint(len(names), (b,), images.device, generator)
-    u = imageops.rand((b,), images.device, generator)
+    name_idx = randomness.randint((b,), 0, len(names), generator, images.device)
+    u = randomness.uniform((b,), 0.0, 1.0, generator, images.device)
     counts = torch.tensor([len(levels[n]) for n in names], device=images.device)
     level_idx = torch.minimum((u * counts[name_idx]).long(), counts[name_idx] - 1)
 
@@ -243,7 +241,8 @@ def random_distortion(
     for key in torch.unique(pair).tolist():  # sorted, so the generator is consumed in order
         idx = torch.nonzero(pair == key).squeeze(1)
         name = names[key // stride]
-        out[idx] = distort(images[idx], name, levels[name][key % stride], generator)
+        level = levels[name][key % stride]
+        out[idx] = distort(images[idx], name, level, randomness.rows_of(generator, idx))
     if not return_choices:
         return out
     choices = [

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from robustlab.randomness import RandomSource, randn_like
+
 
 def to_uint8(images: Tensor) -> Tensor:
     """Quantise [0, 1] floats to uint8 the way PIL does when saving (round half up, clamp)."""
@@ -35,40 +37,6 @@ def jpeg_roundtrip(images: Tensor, quality: int) -> Tensor:
     encoded = encode_jpeg(quantised, quality=int(quality))
     decoded = decode_jpeg(encoded)
     return from_uint8(torch.stack(decoded)).to(device)
-
-
-# --------------------------------------------------------------------------------------------
-# Random draws that honour an optional generator (same seed => same numbers on any device)
-# --------------------------------------------------------------------------------------------
-
-
-def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
-    return generator.device if generator is not None else device
-
-
-def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Standard normal noise shaped like ``x``, drawn on the generator's device, moved to x's."""
-    dev = _draw_device(generator, x.device)
-    return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
-
-
-def rand(
-    shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None = None
-) -> Tensor:
-    """U[0, 1) float32 samples of ``shape`` on ``device``, drawn from ``generator``."""
-    dev = _draw_device(generator, torch.device(device))
-    return torch.rand(shape, generator=generator, device=dev).to(device)
-
-
-def randint(
-    high: int,
-    shape: tuple[int, ...],
-    device: torch.device,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Uniform integers in {0, ..., high-1} of ``shape`` (int64) on ``device``."""
-    dev = _draw_device(generator, torch.device(device))
-    return torch.randint(high, shape, generator=generator, device=dev).to(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,12 +143,13 @@ def affine(
 def gaussian_noise(
     images: Tensor,
     sigma: float | Tensor,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
     clip: bool = True,
 ) -> Tensor:
     """Additive white noise x + σ·ε, ε ~ N(0, I) per pixel, clipped to [0, 1] when ``clip``.
 
-    ``sigma`` is a scalar or a per-sample (B,) tensor.
+    ``sigma`` is a scalar or a per-sample (B,) tensor; ε comes from ``generator`` (a
+    ``torch.Generator`` or per-image streams, :mod:`robustlab.randomness`).
     """
     s = _per_sample(sigma, images.shape[0], images.device).to(images.dtype)
     out = images + s[:, None, None, None] * randn_like(images, generator)

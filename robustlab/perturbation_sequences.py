@@ -21,7 +21,9 @@ the direction):
   σ = 0.02 fixed). Frames are not temporally related, so ImageNet-P scores noise sequences
   against frame 0 — use ``reference="first"`` (``FLIP_REFERENCE`` records this per kind).
 
-Only ``gaussian_noise`` draws random numbers; the geometric kinds are deterministic.
+Only ``gaussian_noise`` draws random numbers; the geometric kinds are deterministic. With
+per-image streams (:class:`~robustlab.randomness.ImageStreams`) frame t of image i draws the
+t-th noise field of image i's stream.
 The ImageNet-P flip probability is reported here without the AlexNet normalisation.
 """
 
@@ -35,6 +37,7 @@ from torch import Tensor, nn
 
 from robustlab import imageops
 from robustlab.errors import ConfigError, check
+from robustlab.randomness import ImageStreams, RandomSource
 
 DEFAULT_STEPS: dict[str, float] = {
     "translate": 1,
@@ -53,33 +56,31 @@ FLIP_REFERENCE: dict[str, str] = {
 }
 
 
-def _translate(frames: Tensor, t: Tensor, step: float, generator: torch.Generator | None) -> Tensor:
+def _translate(frames: Tensor, t: Tensor, step: float, generator: RandomSource) -> Tensor:
     shift = t * step
     if float(step) == int(step):
         shift = shift.round().long()
     return imageops.translate(frames, shift, 0, fill=0.0)
 
 
-def _rotate(frames: Tensor, t: Tensor, step: float, generator: torch.Generator | None) -> Tensor:
+def _rotate(frames: Tensor, t: Tensor, step: float, generator: RandomSource) -> Tensor:
     return imageops.affine(frames, angle_deg=t * step, fill=0.0)
 
 
-def _zoom(frames: Tensor, t: Tensor, step: float, generator: torch.Generator | None) -> Tensor:
+def _zoom(frames: Tensor, t: Tensor, step: float, generator: RandomSource) -> Tensor:
     return imageops.affine(frames, scale=1.0 + t * step, fill=0.0)
 
 
-def _brightness(
-    frames: Tensor, t: Tensor, step: float, generator: torch.Generator | None
-) -> Tensor:
+def _brightness(frames: Tensor, t: Tensor, step: float, generator: RandomSource) -> Tensor:
     return (frames + (t * step).to(frames.dtype)[:, None, None, None]).clamp_(0, 1)
 
 
-def _noise(frames: Tensor, t: Tensor, step: float, generator: torch.Generator | None) -> Tensor:
+def _noise(frames: Tensor, t: Tensor, step: float, generator: RandomSource) -> Tensor:
     return imageops.gaussian_noise(frames, t * step, generator)
 
 
 # Each entry maps (frames (T·B, C, H, W), frame index per row (T·B,), step, generator) -> frames.
-SEQUENCES: dict[str, Callable[[Tensor, Tensor, float, torch.Generator | None], Tensor]] = {
+SEQUENCES: dict[str, Callable[[Tensor, Tensor, float, RandomSource], Tensor]] = {
     "translate": _translate,
     "rotate": _rotate,
     "zoom": _zoom,
@@ -93,7 +94,7 @@ def make_sequence(
     kind: str,
     frames: int = 10,
     step: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
 ) -> Tensor:
     """Build a (T, B, C, H, W) perturbation sequence; frame t has strength t·step, frame 0 = x."""
     if kind not in SEQUENCES:
@@ -118,6 +119,8 @@ def make_sequence(
     rest = images.shape[1:]
     flat = images.unsqueeze(0).expand(frames - 1, *images.shape).reshape(-1, *rest)
     t = torch.arange(1, frames, device=images.device, dtype=torch.float64).repeat_interleave(b)
+    if isinstance(generator, ImageStreams):  # row (t-1)·B + i is frame t of image i
+        generator = generator.tile(frames - 1)
     perturbed = SEQUENCES[kind](flat, t, step, generator).reshape(frames - 1, b, *rest)
     return torch.cat([images.unsqueeze(0), perturbed], dim=0)
 

@@ -28,6 +28,7 @@ from robustlab.corruptions.params import zoom_factors
 from robustlab.corruptions.plasma import plasma_fractal
 from robustlab.corruptions.swaps import local_shuffle_map
 from robustlab.errors import ConfigError, DataNotFoundError, RobustlabError
+from robustlab.randomness import ImageStreams
 
 # corruptions that draw no random numbers
 DETERMINISTIC = {
@@ -620,3 +621,147 @@ def test_load_corrupted_release_errors(tmp_path):
     (tmp_path / "labels.npy").unlink()
     with pytest.raises(DataNotFoundError, match="labels.npy"):
         load_corrupted_release(tmp_path, "fog", 1)
+
+
+# ------------------------------------------------------------------------------------------
+# per-image random streams (evaluation): an image's corruption does not depend on its batch
+# ------------------------------------------------------------------------------------------
+
+
+def _streams(indices, *key) -> ImageStreams:
+    return ImageStreams.keyed((0, "test", *key), torch.as_tensor(list(indices)), "cpu")
+
+
+@pytest.mark.parametrize("name", ALL_CORRUPTIONS)
+def test_per_image_streams_make_each_image_independent_of_its_batch(name):
+    for channels in (1, 3):
+        x = _smooth_images(5, channels, seed=channels)
+        whole = corrupt(x, name, 3, "cifar", _streams(range(5)))
+        order = [3, 0, 4]  # another batch, another order, the same images
+        assert torch.equal(corrupt(x[order], name, 3, "cifar", _streams(order)), whole[order])
+        if name in DETERMINISTIC:
+            continue
+        assert not torch.equal(corrupt(x, name, 3, "cifar", _streams(range(5), "other")), whole)
+        # two copies of one image with different indices get different draws
+        twins = x[:1].expand(2, -1, -1, -1).contiguous()
+        out = corrupt(twins, name, 3, "cifar", _streams([0, 1]))
+        assert not torch.equal(out[0], out[1])
+
+
+# ------------------------------------------------------------------------------------------
+# random corruptions checked against their definitions
+# ------------------------------------------------------------------------------------------
+
+
+def _coordinate_image(h: int, w: int) -> torch.Tensor:
+    """R = x / (W-1), G = y / (H-1): bilinear resampling reads back the source coordinates."""
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    return torch.stack([xs / (w - 1), ys / (h - 1), torch.zeros_like(xs)])[None]
+
+
+def _displacement(out: torch.Tensor) -> torch.Tensor:
+    """(2, H, W) source-minus-target (dx, dy) of a warp of :func:`_coordinate_image`."""
+    h, w = out.shape[-2:]
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    return torch.stack([out[0, 0] * (w - 1) - xs, out[0, 1] * (h - 1) - ys])
+
+
+def test_elastic_displacement_is_alpha_times_the_smoothed_uniform_field():
+    from robustlab.corruptions.filters import gaussian_filter
+
+    core = CORRUPTIONS["elastic_transform"].core
+    x = _coordinate_image(32, 32)
+    sigma = 4.0
+    rms = []
+    for alpha in (1.0, 2.0, 4.0):
+        out = core(x, (alpha, sigma, 0.0), params="cifar", generator=_gen(3))
+        # the draws, in the corruption's order: affine jitter (here U(0, 0)), then U(-1, 1) fields
+        g = _gen(3)
+        torch.rand(1, 3, 2, generator=g)
+        fields = 2 * torch.rand(1, 2, 32, 32, generator=g, dtype=torch.float64) - 1
+        expected = gaussian_filter(fields, sigma, truncate=3.0, mode="symmetric")[0] * alpha
+        measured = _displacement(out)
+        inside = (slice(None), slice(6, -6), slice(6, -6))  # away from the reflected border
+        assert expected[inside].abs().max() < 6
+        torch.testing.assert_close(measured[inside], expected[inside], atol=1e-5, rtol=0)
+        rms.append(float(measured[inside].pow(2).mean().sqrt()))
+    assert rms[1] == pytest.approx(2 * rms[0], rel=1e-4)
+    assert rms[2] == pytest.approx(4 * rms[0], rel=1e-4)
+
+
+def test_elastic_affine_jitter_is_an_affine_warp_growing_with_its_parameter():
+    core = CORRUPTIONS["elastic_transform"].core
+    x = _coordinate_image(32, 32)
+    ys, xs = torch.meshgrid(
+        torch.arange(32, dtype=torch.float64), torch.arange(32, dtype=torch.float64), indexing="ij"
+    )
+    design = torch.stack([xs.flatten(), ys.flatten(), torch.ones(32 * 32, dtype=torch.float64)], 1)
+    inside = ((xs > 4) & (xs < 27) & (ys > 4) & (ys < 27)).flatten()
+    rms = []
+    for affine in (0.5, 1.0, 2.0):
+        d = _displacement(core(x, (0.0, 1.0, affine), params="cifar", generator=_gen(4)))
+        d = d.flatten(1).T[inside]  # (pixels, 2)
+        fit = torch.linalg.lstsq(design[inside], d).solution
+        assert (design[inside] @ fit - d).abs().max() < 1e-5  # an affine map of the plane
+        rms.append(float(d.pow(2).mean().sqrt()))
+    assert 0 < rms[0] < rms[1] < rms[2]
+    assert rms[2] == pytest.approx(4 * rms[0], rel=0.1)  # ≈ linear in the jitter
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_snow_adds_two_flake_layers_to_the_whitened_image(severity):
+    mean, std, zoom, threshold, radius, sigma, blend = TABLES["cifar"]["snow"][severity - 1]
+    grey = 0.3
+    x = torch.full((4, 3, 32, 32), grey)
+    out = corrupt(x, "snow", severity, "cifar", _gen(severity))
+    whitened = blend * grey + (1 - blend) * max(grey, 1.5 * grey + 0.5)
+    # flakes only add to the whitened background, and there are flakes
+    assert float(out.amin()) == pytest.approx(whitened, abs=1e-6)
+    assert float((out > whitened + 0.05).float().mean()) > 0.005
+    # the layer is added as is and rotated by 180°: on a flat image the result is symmetric
+    torch.testing.assert_close(out, out.flip(-2, -1), atol=1e-6, rtol=0)
+    assert not torch.equal(out[0], out[1])
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_spatter_mode_follows_the_table_water_or_mud(severity):
+    *_, intensity, mode = TABLES["cifar"]["spatter"][severity - 1]
+    black = torch.zeros(8, 3, 32, 32)
+    out = corrupt(black, "spatter", severity, "cifar", _gen(severity)).double()
+    wet = out.sum(1) > 0
+    assert wet.float().mean() > 0.001  # some liquid on black images
+    r, g, b = (out[:, c][wet] for c in range(3))
+    if mode == 0:  # water: m · pale turquoise (175, 238, 238) / 255, m <= intensity
+        torch.testing.assert_close(r / g, torch.full_like(r, 175 / 238), atol=1e-6, rtol=0)
+        torch.testing.assert_close(g, b, atol=1e-6, rtol=0)
+        assert float(g.max()) <= intensity * 238 / 255 + 1e-6
+    else:  # mud: mask · brown (63, 42, 20) / 255, mask <= 1
+        torch.testing.assert_close(r / g, torch.full_like(r, 63 / 42), atol=1e-6, rtol=0)
+        torch.testing.assert_close(g / b, torch.full_like(g, 42 / 20), atol=1e-6, rtol=0)
+        assert float(r.max()) <= 63 / 255 + 1e-6 and float(r.min()) >= 0.8 * 63 / 255 - 1e-6
+
+
+@pytest.mark.parametrize("severity", [1, 2, 3, 4, 5])
+def test_fog_spans_exactly_from_darkened_to_original_on_a_flat_image(severity):
+    strength, _ = TABLES["cifar"]["fog"][severity - 1]
+    c = 0.5
+    out = corrupt(torch.full((3, 1, 32, 32), c), "fog", severity, "cifar", _gen(severity))
+    # (c + s·P)·c/(c + s) with the plasma P normalised to exactly [0, 1] on the 32×32 map
+    torch.testing.assert_close(out.amin((1, 2, 3)), torch.full((3,), c * c / (c + strength)))
+    torch.testing.assert_close(out.amax((1, 2, 3)), torch.full((3,), c))
+
+
+@pytest.mark.parametrize("severity", [1, 3, 5])
+def test_frost_scales_the_image_by_its_weight(severity):
+    image_weight, frost_weight = TABLES["cifar"]["frost"][severity - 1]
+    black = corrupt(torch.zeros(4, 3, 32, 32), "frost", severity, "cifar", _gen(5))
+    grey = corrupt(torch.full((4, 3, 32, 32), 0.2), "frost", severity, "cifar", _gen(5))
+    unclipped = grey < 1
+    torch.testing.assert_close(
+        (grey - black)[unclipped], torch.full_like(grey[unclipped], 0.2 * image_weight)
+    )
+    assert float(black.amax()) <= frost_weight + 1e-6 and float(black.mean()) > 0.05

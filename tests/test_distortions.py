@@ -11,6 +11,7 @@ from torchvision.io import decode_jpeg, encode_jpeg
 from robustlab import distortions, imageops
 from robustlab.distortions import DEFAULT_LEVELS, DISTORTIONS, distort, random_distortion
 from robustlab.errors import ConfigError
+from robustlab.randomness import ImageStreams
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -272,3 +273,61 @@ def test_unknown_distortion_lists_valid_names():
         random_distortion(_smooth_images(2), ["jpeg"], {"jpeg": [50, 0]}, _gen(0))
     with pytest.raises(ConfigError, match="no levels given for 'crop'"):
         random_distortion(_smooth_images(2), ["crop"], {"jpeg": [50]}, _gen(0))
+
+
+# ------------------------------------------------------------------------------------------
+# per-image random streams (evaluation)
+# ------------------------------------------------------------------------------------------
+
+
+def _streams(indices, *key) -> ImageStreams:
+    return ImageStreams.keyed((0, "test", *key), torch.as_tensor(list(indices)), "cpu")
+
+
+@pytest.mark.parametrize("name", sorted(DISTORTIONS))
+def test_per_image_streams_make_each_image_independent_of_its_batch(name):
+    x = _smooth_images(6, seed=20)
+    level = DEFAULT_LEVELS[name][1]
+    whole = distort(x, name, level, _streams(range(6)))
+    order = [4, 1, 5]
+    assert torch.equal(distort(x[order], name, level, _streams(order)), whole[order])
+
+
+def test_random_distortion_with_streams_keeps_each_images_choice_and_draws():
+    x = _smooth_images(12, seed=21)
+    out, choices = random_distortion(x, generator=_streams(range(12)), return_choices=True)
+    part, part_choices = random_distortion(
+        x[3:8], generator=_streams(range(3, 8)), return_choices=True
+    )
+    assert part_choices == choices[3:8]
+    assert torch.equal(part, out[3:8])
+    assert len(set(choices)) >= 4  # choices really vary per image
+
+
+def test_crop_corners_are_uniform_over_the_four_corners():
+    b, k = 1000, 2
+    x = _ramp(b, 16, 16)
+    out = distortions.crop(x, k, _streams(range(b)))
+    # each output is the bilinear resize of exactly one corner window of the ramp
+    seen = []
+    r = torch.arange(16, dtype=torch.float32)
+    src = ((r + 0.5) * (16 - k) / 16 - 0.5).clamp(0, 16 - k - 1)
+    for i in range(b):
+        for top in (0, k):
+            for left in (0, k):
+                expected = ((left + src)[None, :] + 2 * (top + src)[:, None]) / (3 * 16)
+                if torch.allclose(out[i, 0], expected, atol=1e-5):
+                    seen.append((top, left))
+    assert len(seen) == b
+    counts = torch.tensor([seen.count(c) for c in ((0, 0), (0, k), (k, 0), (k, k))]) / b
+    assert torch.all((counts - 0.25).abs() < 0.05), counts  # 3.6 standard errors
+
+
+def test_gaussian_noise_std_is_sigma_per_image_with_streams():
+    x = torch.full((3, 3, 64, 64), 0.5)
+    for sigma in (0.02, 0.1):
+        noise = distortions.gaussian_noise(x, sigma, _streams(range(3))) - x
+        stds = noise.flatten(1).std(1)
+        torch.testing.assert_close(stds, torch.full((3,), sigma), rtol=0.05, atol=0)
+        corr = torch.corrcoef(noise.flatten(1))  # images get independent noise
+        assert (corr - torch.eye(3)).abs().max() < 0.05

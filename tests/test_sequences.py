@@ -16,6 +16,7 @@ from robustlab.perturbation_sequences import (
     make_sequence,
     sequence_predictions,
 )
+from robustlab.randomness import ImageStreams
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -168,3 +169,23 @@ def test_make_sequence_rejects_bad_config():
         make_sequence(_images(), "translate", frames=1)
     with pytest.raises(ConfigError, match="step must be >= 0"):
         make_sequence(_images(), "gaussian_noise", step=-0.1)
+
+
+def test_noise_sequence_with_per_image_streams_follows_the_image_not_the_batch():
+    def streams(indices):
+        return ImageStreams.keyed((0, "sequence"), torch.tensor(indices), "cpu")
+
+    x = torch.full((4, 3, 48, 48), 0.5)
+    step = 0.03
+    seq = make_sequence(x, "gaussian_noise", frames=4, step=step, generator=streams([0, 1, 2, 3]))
+    alone = make_sequence(
+        x[[2, 0]], "gaussian_noise", frames=4, step=step, generator=streams([2, 0])
+    )
+    assert torch.equal(alone[:, 0], seq[:, 2]) and torch.equal(alone[:, 1], seq[:, 0])
+    noise = (seq - x).flatten(2)  # (T, B, pixels)
+    # frame t of every image has σ = t·step, and fresh noise per frame and per image
+    torch.testing.assert_close(
+        noise[1:].std(2), step * torch.arange(1.0, 4.0)[:, None].expand(3, 4), rtol=0.05, atol=0
+    )
+    corr = torch.corrcoef(noise[1:].flatten(0, 1))
+    assert (corr - torch.eye(12)).abs().max() < 0.05

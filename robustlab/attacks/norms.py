@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
+from robustlab import randomness
 from robustlab.errors import check
+from robustlab.randomness import RandomSource
 
 NORMS: tuple[str, ...] = ("linf", "l2")
 _ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "l_2": "l2"}
@@ -82,21 +83,14 @@ def project_images(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     return clamp_images(x + project(x_adv - x, eps, norm))
 
 
-def _draw(kind: str, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Uniform [0, 1) or standard normal noise shaped like ``like``, on its device and dtype.
-
-    A generator on another device (e.g. a CPU generator for a CUDA batch) draws on its own
-    device and the result is moved, so the same seed gives the same numbers everywhere.
-    """
-    fn = torch.rand if kind == "uniform" else torch.randn
-    device = like.device if generator is None else generator.device
-    noise = fn(like.shape, generator=generator, device=device, dtype=like.dtype)
-    return noise.to(like.device)
+def _draw(kind: str, like: Tensor, generator: RandomSource) -> Tensor:
+    """Uniform [0, 1) or standard normal noise shaped like ``like``, on its device and dtype,
+    from a ``torch.Generator`` or per-image streams (:mod:`robustlab.randomness`)."""
+    draw = randomness.uniform if kind == "uniform" else randomness.normal
+    return draw(tuple(like.shape), 0.0, 1.0, generator, like.device, like.dtype)
 
 
-def random_init(
-    x: Tensor, eps: float, norm: str, generator: torch.Generator | None = None
-) -> Tensor:
+def random_init(x: Tensor, eps: float, norm: str, generator: RandomSource = None) -> Tensor:
     """A random starting point uniformly distributed in the ε-ball around ``x``, clamped to [0, 1].
 
     l∞: δ ~ U[−ε, ε]^d.  l2: δ = ε · U^{1/d} · g / ‖g‖₂ with g ~ N(0, I_d), U ~ U[0, 1]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from robustlab.corruptions import blur, digital, noise, weather  # noqa: F401  (registration)
 from robustlab.corruptions.registry import CORRUPTIONS, Corruption
 from robustlab.errors import ConfigError
+from robustlab.randomness import RandomSource
 
 #: the 15 test corruptions, in the order of the paper and of the released data
 TEST_CORRUPTIONS: tuple[str, ...] = (
@@ -46,13 +46,15 @@ def corrupt(
     name: str,
     severity: int,
     params: str | None = None,
-    generator: torch.Generator | None = None,
+    generator: RandomSource = None,
 ) -> Tensor:
     """Apply corruption ``name`` at ``severity`` 1..5 to float (B, C, H, W) images in [0, 1].
 
     ``params`` picks the parameter table ("cifar": CIFAR-10-C, "imagenet": ImageNet-C; None:
     by size, min(H, W) <= 64 -> cifar). Returns a tensor of the same shape, dtype and device,
     in [0, 1]; the same ``generator`` seed gives the same output (Hendrycks & Dietterich 2019).
+    ``generator`` is a ``torch.Generator`` (one stream for the batch) or per-image streams
+    (:class:`robustlab.randomness.ImageStreams`: each image's draws come from its own stream).
     """
     return get_corruption(name)(images, severity, params=params, generator=generator)
 

@@ -11,18 +11,17 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from robustlab import imageops
-from robustlab.corruptions import filters, rng
+from robustlab import imageops, randomness
+from robustlab.corruptions import filters
 from robustlab.corruptions.params import zoom_factors
 from robustlab.corruptions.registry import register
 from robustlab.corruptions.resample import clipped_zoom_sum, clipped_zoom_sum_matrix
 from robustlab.corruptions.swaps import local_shuffle_map
+from robustlab.randomness import RandomSource
 
 
 @register("gaussian_blur", grey="direct")
-def gaussian_blur(
-    x: Tensor, sigma: float, *, params: str, generator: torch.Generator | None
-) -> Tensor:
+def gaussian_blur(x: Tensor, sigma: float, *, params: str, generator: RandomSource) -> Tensor:
     """Gaussian blur x * g_σ (skimage ``gaussian``: truncate 4σ, edge replication)
     (Hendrycks & Dietterich 2019)."""
     return filters.gaussian_filter(x, sigma).clamp_(0, 1)
@@ -44,7 +43,7 @@ def disk_kernel(radius: float, alias_blur: float) -> Tensor:
 
 @register("defocus_blur", grey="direct")
 def defocus_blur(
-    x: Tensor, c: tuple[float, float], *, params: str, generator: torch.Generator | None
+    x: Tensor, c: tuple[float, float], *, params: str, generator: RandomSource
 ) -> Tensor:
     """Defocus: x correlated with an anti-aliased disk of radius r (cv2.filter2D,
     BORDER_REFLECT_101) (Hendrycks & Dietterich 2019)."""
@@ -60,7 +59,7 @@ def defocus_blur(
 
 @register("glass_blur", grey="direct")
 def glass_blur(
-    x: Tensor, c: tuple[float, int, int], *, params: str, generator: torch.Generator | None
+    x: Tensor, c: tuple[float, int, int], *, params: str, generator: RandomSource
 ) -> Tensor:
     """Glass: blur with g_σ, quantise (uint8 truncation), shuffle pixels locally, blur again
     (Hendrycks & Dietterich 2019).
@@ -73,7 +72,7 @@ def glass_blur(
     sigma, delta, iterations = c
     b, ch, h, w = x.shape
     quantised = torch.floor(filters.gaussian_filter(x, sigma) * 255)  # np.uint8 truncates
-    offsets = rng.randint(
+    offsets = randomness.randint(
         (b, iterations, h - 2 * delta, w - 2 * delta, 2), -delta, delta, generator, x.device
     )
     flat = quantised.reshape(b, ch, h * w)
@@ -85,13 +84,13 @@ def glass_blur(
 
 @register("motion_blur", grey="direct")
 def motion_blur(
-    x: Tensor, c: tuple[float, float], *, params: str, generator: torch.Generator | None
+    x: Tensor, c: tuple[float, float], *, params: str, generator: RandomSource
 ) -> Tensor:
     """Motion: Σ_i w_i · x shifted by i pixels along a random angle θ ~ U(-45°, 45°) per image,
     w_i ∝ exp(-i²/2σ²), 2⌈radius⌉+1 taps (ImageMagick's MotionBlurImage, as re-implemented by
     ``imagecorruptions``); uint8 in and out as in the reference (Hendrycks & Dietterich 2019)."""
     radius, sigma = c
-    angles = rng.uniform((x.shape[0],), -45.0, 45.0, generator, x.device, torch.float64)
+    angles = randomness.uniform((x.shape[0],), -45.0, 45.0, generator, x.device, torch.float64)
     u8 = imageops.from_uint8(imageops.to_uint8(x)).to(x.dtype)
     out = filters.motion_blur(u8, radius, sigma, angles)
     return imageops.from_uint8(imageops.to_uint8(out)).to(x.dtype)
@@ -99,7 +98,7 @@ def motion_blur(
 
 @register("zoom_blur", grey="direct")
 def zoom_blur(
-    x: Tensor, c: tuple[float, float, float], *, params: str, generator: torch.Generator | None
+    x: Tensor, c: tuple[float, float, float], *, params: str, generator: RandomSource
 ) -> Tensor:
     """Zoom: (x + Σ_z zoom_z(x)) / (n + 1), zoom_z a centre crop magnified by z (bilinear),
     z over the reference's ``np.arange`` factors (Hendrycks & Dietterich 2019)."""

@@ -8,16 +8,17 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from robustlab import imageops
-from robustlab.corruptions import filters, rng
+from robustlab import imageops, randomness
+from robustlab.corruptions import filters
 from robustlab.corruptions.color import hsv_to_rgb, rgb_to_hsv
 from robustlab.corruptions.params import ELASTIC_REFERENCE_SIZE
 from robustlab.corruptions.registry import register
 from robustlab.corruptions.resample import pil_box_resize, pil_nearest_resize
+from robustlab.randomness import RandomSource
 
 
 @register("contrast", grey="direct")
-def contrast(x: Tensor, c: float, *, params: str, generator: torch.Generator | None) -> Tensor:
+def contrast(x: Tensor, c: float, *, params: str, generator: RandomSource) -> Tensor:
     """Contrast: clip((x - μ)·c + μ), μ the per-image, per-channel mean
     (Hendrycks & Dietterich 2019)."""
     mean = x.mean((2, 3), keepdim=True)
@@ -25,7 +26,7 @@ def contrast(x: Tensor, c: float, *, params: str, generator: torch.Generator | N
 
 
 @register("brightness", grey="rgb")
-def brightness(x: Tensor, c: float, *, params: str, generator: torch.Generator | None) -> Tensor:
+def brightness(x: Tensor, c: float, *, params: str, generator: RandomSource) -> Tensor:
     """Brightness: V <- clip(V + c) in HSV (Hendrycks & Dietterich 2019)."""
     hsv = rgb_to_hsv(x)
     hsv[:, 2] = (hsv[:, 2] + c).clamp_(0, 1)
@@ -33,9 +34,7 @@ def brightness(x: Tensor, c: float, *, params: str, generator: torch.Generator |
 
 
 @register("saturate", grey="rgb")
-def saturate(
-    x: Tensor, c: tuple[float, float], *, params: str, generator: torch.Generator | None
-) -> Tensor:
+def saturate(x: Tensor, c: tuple[float, float], *, params: str, generator: RandomSource) -> Tensor:
     """Saturate: S <- clip(S·a + b) in HSV (Hendrycks & Dietterich 2019)."""
     scale, shift = c
     hsv = rgb_to_hsv(x)
@@ -44,15 +43,13 @@ def saturate(
 
 
 @register("jpeg_compression", grey="rgb_uint8")
-def jpeg_compression(
-    x: Tensor, quality: int, *, params: str, generator: torch.Generator | None
-) -> Tensor:
+def jpeg_compression(x: Tensor, quality: int, *, params: str, generator: RandomSource) -> Tensor:
     """JPEG: encode at ``quality`` and decode with libjpeg (Hendrycks & Dietterich 2019)."""
     return imageops.jpeg_roundtrip(x, quality).to(x.dtype)
 
 
 @register("pixelate", grey="direct")
-def pixelate(x: Tensor, factor: float, *, params: str, generator: torch.Generator | None) -> Tensor:
+def pixelate(x: Tensor, factor: float, *, params: str, generator: RandomSource) -> Tensor:
     """Pixelate: PIL BOX downscale to ⌊factor·size⌋, then NEAREST upscale back, on uint8
     (Hendrycks & Dietterich 2019; the reference's BOX upscale picks the same pixels)."""
     h, w = x.shape[-2:]
@@ -84,7 +81,7 @@ def _affine_source(h: int, w: int, jitter: Tensor) -> Tensor:
 
 @register("elastic_transform", grey="direct")
 def elastic_transform(
-    x: Tensor, c: tuple[float, float, float], *, params: str, generator: torch.Generator | None
+    x: Tensor, c: tuple[float, float, float], *, params: str, generator: RandomSource
 ) -> Tensor:
     """Elastic: a random affine warp (3 points jittered by U(-a, a)), then displacement by
     α · (g_σ * U(-1, 1)) per axis, both bilinear (Hendrycks & Dietterich 2019, after Simard et
@@ -92,14 +89,14 @@ def elastic_transform(
     """
     b, _, h, w = x.shape
     alpha, sigma, affine = (v * min(h, w) / ELASTIC_REFERENCE_SIZE[params] for v in c)
-    jitter = rng.uniform((b, 3, 2), -affine, affine, generator, x.device, torch.float32)
+    jitter = randomness.uniform((b, 3, 2), -affine, affine, generator, x.device, torch.float32)
     src = _affine_source(h, w, jitter)
     scale = torch.tensor(
         [2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64, device=x.device
     )
     grid = (src * scale - 1).to(x.dtype)  # cv2 BORDER_REFLECT_101 = reflection about centres
     warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
-    fields = rng.uniform((b, 2, h, w), -1.0, 1.0, generator, x.device, x.dtype)
+    fields = randomness.uniform((b, 2, h, w), -1.0, 1.0, generator, x.device, x.dtype)
     fields = filters.gaussian_filter(fields, sigma, truncate=3.0, mode="symmetric") * alpha
     ys, xs = torch.meshgrid(
         torch.arange(h, device=x.device, dtype=x.dtype),

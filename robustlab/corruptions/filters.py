@@ -117,7 +117,9 @@ def apply_linear(
 
     Small images (H·W <= DENSE_MAX_PIXELS) use the op's (HW × HW) matrix M — ``dense(H, W)``,
     with op(x).flatten() = x.flatten() @ M, built once per ``key`` — in one GEMM, which beats
-    many small kernels on the CPU; larger images call ``op``.
+    many small kernels on the CPU; larger images call ``op``. The GEMM accumulates in float64:
+    a float32 GEMM rounds each row differently depending on the rows beside it, which would make
+    an image's result depend on its batch.
     """
     h, w = x.shape[-2:]
     if h * w > DENSE_MAX_PIXELS:
@@ -126,9 +128,10 @@ def apply_linear(
     if key not in _DENSE_CACHE:
         if len(_DENSE_CACHE) >= _DENSE_CACHE_SIZE:
             _DENSE_CACHE.pop(next(iter(_DENSE_CACHE)))
-        _DENSE_CACHE[key] = dense(h, w).to(torch.float32)
-    matrix = _DENSE_CACHE[key].to(device=x.device, dtype=x.dtype)
-    return torch.matmul(x.reshape(*x.shape[:-2], h * w), matrix).view_as(x)
+        _DENSE_CACHE[key] = dense(h, w).to(torch.float64)
+    matrix = _DENSE_CACHE[key].to(device=x.device)
+    flat = x.reshape(*x.shape[:-2], h * w).to(torch.float64)
+    return torch.matmul(flat, matrix).to(x.dtype).view_as(x)
 
 
 def correlate2d_matrix(h: int, w: int, kernel: Tensor, mode: str) -> Tensor:

@@ -9,40 +9,36 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robustlab.corruptions import rng
+from robustlab import randomness
 from robustlab.corruptions.registry import register
+from robustlab.randomness import RandomSource
 
 
 @register("gaussian_noise", grey="direct")
-def gaussian_noise(
-    x: Tensor, sigma: float, *, params: str, generator: torch.Generator | None
-) -> Tensor:
+def gaussian_noise(x: Tensor, sigma: float, *, params: str, generator: RandomSource) -> Tensor:
     """Additive Gaussian noise: clip(x + σ·ε), ε ~ N(0, 1) (Hendrycks & Dietterich 2019)."""
-    return (x + rng.normal(tuple(x.shape), 0.0, sigma, generator, x.device, x.dtype)).clamp_(0, 1)
+    noise = randomness.normal(tuple(x.shape), 0.0, sigma, generator, x.device, x.dtype)
+    return (x + noise).clamp_(0, 1)
 
 
 @register("shot_noise", grey="direct")
-def shot_noise(x: Tensor, lam: float, *, params: str, generator: torch.Generator | None) -> Tensor:
+def shot_noise(x: Tensor, lam: float, *, params: str, generator: RandomSource) -> Tensor:
     """Photon (shot) noise: clip(Poisson(λ·x) / λ), so Var = x/λ (Hendrycks & Dietterich 2019)."""
-    return (rng.poisson(x * lam, generator) / lam).clamp_(0, 1)
+    return (randomness.poisson(x * lam, generator) / lam).clamp_(0, 1)
 
 
 @register("impulse_noise", grey="direct")
-def impulse_noise(
-    x: Tensor, amount: float, *, params: str, generator: torch.Generator | None
-) -> Tensor:
+def impulse_noise(x: Tensor, amount: float, *, params: str, generator: RandomSource) -> Tensor:
     """Salt-and-pepper noise: each value becomes 0 or 1 (equally likely) with probability
     ``amount`` (skimage ``random_noise(mode='s&p')``; Hendrycks & Dietterich 2019)."""
-    u = rng.uniform((2, *x.shape), 0.0, 1.0, generator, x.device, x.dtype)
-    flipped = u[0] < amount
-    salt = (u[1] < 0.5).to(x.dtype)
+    u = randomness.uniform((x.shape[0], 2, *x.shape[1:]), 0.0, 1.0, generator, x.device, x.dtype)
+    flipped = u[:, 0] < amount
+    salt = (u[:, 1] < 0.5).to(x.dtype)
     return torch.where(flipped, salt, x)
 
 
 @register("speckle_noise", grey="direct")
-def speckle_noise(
-    x: Tensor, sigma: float, *, params: str, generator: torch.Generator | None
-) -> Tensor:
+def speckle_noise(x: Tensor, sigma: float, *, params: str, generator: RandomSource) -> Tensor:
     """Multiplicative speckle: clip(x + x·σ·ε), ε ~ N(0, 1) (Hendrycks & Dietterich 2019)."""
-    noise = rng.normal(tuple(x.shape), 0.0, sigma, generator, x.device, x.dtype)
+    noise = randomness.normal(tuple(x.shape), 0.0, sigma, generator, x.device, x.dtype)
     return (x + x * noise).clamp_(0, 1)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robustlab.corruptions import rng
+from robustlab import randomness
+from robustlab.randomness import RandomSource
 
 
 def next_power_of_two(n: int) -> int:
@@ -20,7 +21,7 @@ def next_power_of_two(n: int) -> int:
 
 
 def plasma_fractal(
-    batch: int, mapsize: int, decay: float, generator: torch.Generator | None, device: torch.device
+    batch: int, mapsize: int, decay: float, generator: RandomSource, device: torch.device
 ) -> Tensor:
     """(batch, mapsize, mapsize) plasma maps in [0, 1]; ``mapsize`` must be a power of two."""
     if mapsize & (mapsize - 1):
@@ -30,7 +31,7 @@ def plasma_fractal(
     wibble = 100.0
 
     def wibbled_mean(total: Tensor) -> Tensor:
-        noise = rng.uniform(tuple(total.shape), -wibble, wibble, generator, device)
+        noise = randomness.uniform(tuple(total.shape), -wibble, wibble, generator, device)
         return total / 4 + wibble * noise
 
     while step >= 2:

@@ -33,6 +33,7 @@ from robustlab.corruptions.params import (
     param_set_for_size,
 )
 from robustlab.errors import ConfigError
+from robustlab.randomness import RandomSource
 
 Corruption = Callable[..., Tensor]
 Core = Callable[..., Tensor]
@@ -71,7 +72,7 @@ def register(name: str, *, grey: str) -> Callable[[Core], Corruption]:
             images: Tensor,
             severity: int = 1,
             params: str | None = None,
-            generator: torch.Generator | None = None,
+            generator: RandomSource = None,
         ) -> Tensor:
             check_images(images)
             check_severity(severity)

@@ -9,17 +9,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robustlab.corruptions import cvops, filters, rng, textures
+from robustlab import randomness
+from robustlab.corruptions import cvops, filters, textures
 from robustlab.corruptions.color import rgb_to_gray
 from robustlab.corruptions.plasma import next_power_of_two, plasma_fractal
 from robustlab.corruptions.registry import register
 from robustlab.corruptions.resample import clipped_zoom
+from robustlab.randomness import RandomSource
 
 
 @register("snow", grey="rgb")
-def snow(
-    x: Tensor, c: tuple[float, ...], *, params: str, generator: torch.Generator | None
-) -> Tensor:
+def snow(x: Tensor, c: tuple[float, ...], *, params: str, generator: RandomSource) -> Tensor:
     """Snow: a thresholded, zoomed N(μ, s) layer streaked by a motion blur at θ ~ U(-135°, -45°),
     added twice (as is and rotated 180°) to x whitened towards max(x, 1.5·gray(x) + 0.5)
     (Hendrycks & Dietterich 2019).
@@ -29,11 +29,11 @@ def snow(
     """
     mean, std, zoom, threshold, radius, sigma, blend = c
     b, _, h, w = x.shape
-    layer = rng.normal((b, 1, h, w), mean, std, generator, x.device, x.dtype)
+    layer = randomness.normal((b, 1, h, w), mean, std, generator, x.device, x.dtype)
     layer = clipped_zoom(layer, zoom)
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
     layer = torch.floor(layer.clamp(0, 1) * 255) / 255  # .astype(np.uint8) truncates
-    angles = rng.uniform((b,), -135.0, -45.0, generator, x.device, torch.float64)
+    angles = randomness.uniform((b,), -135.0, -45.0, generator, x.device, torch.float64)
     layer = torch.floor(filters.motion_blur(layer, radius, sigma, angles) * 255 + 0.5) / 255
     whitened = torch.maximum(x, rgb_to_gray(x) * 1.5 + 0.5)
     x = blend * x + (1 - blend) * whitened
@@ -41,9 +41,7 @@ def snow(
 
 
 @register("frost", grey="rgb")
-def frost(
-    x: Tensor, c: tuple[float, float], *, params: str, generator: torch.Generator | None
-) -> Tensor:
+def frost(x: Tensor, c: tuple[float, float], *, params: str, generator: RandomSource) -> Tensor:
     """Frost: clip(a·x + b·F) with F a random crop of one of five real frost photographs
     (Hendrycks & Dietterich 2019; the photographs ship with ``imagecorruptions``).
 
@@ -53,8 +51,8 @@ def frost(
     image_weight, frost_weight = c
     b, _, h, w = x.shape
     frosts = textures.frost_textures(params, h, w)
-    choice = rng.randint((b,), 0, len(frosts), generator, x.device)
-    u = rng.uniform((b, 2), 0.0, 1.0, generator, x.device, torch.float64)
+    choice = randomness.randint((b,), 0, len(frosts), generator, x.device)
+    u = randomness.uniform((b, 2), 0.0, 1.0, generator, x.device, torch.float64)
     layer = torch.empty_like(x)
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
@@ -73,9 +71,7 @@ def frost(
 
 
 @register("fog", grey="direct")
-def fog(
-    x: Tensor, c: tuple[float, float], *, params: str, generator: torch.Generator | None
-) -> Tensor:
+def fog(x: Tensor, c: tuple[float, float], *, params: str, generator: RandomSource) -> Tensor:
     """Fog: clip((x + s·P) · m / (m + s)), P a diamond-square plasma fractal with decay d and
     m = max(x) per image (Hendrycks & Dietterich 2019). The map side is the next power of two
     >= max(H, W) (32 for CIFAR, 256 for ImageNet), cropped to H × W."""
@@ -98,9 +94,7 @@ def _colour(rgb: tuple[float, float, float], like: Tensor) -> Tensor:
 
 
 @register("spatter", grey="rgb")
-def spatter(
-    x: Tensor, c: tuple[float, ...], *, params: str, generator: torch.Generator | None
-) -> Tensor:
+def spatter(x: Tensor, c: tuple[float, ...], *, params: str, generator: RandomSource) -> Tensor:
     """Spatter: a blurred, thresholded N(μ, s) liquid layer L (Hendrycks & Dietterich 2019).
 
     Mode 0 (water): drops shaded by an embossed, equalised distance-to-edge map of L (Canny,
@@ -109,7 +103,7 @@ def spatter(
     """
     mean, std, sigma, threshold, intensity, mode = c
     b, _, h, w = x.shape
-    liquid = rng.normal((b, 1, h, w), mean, std, generator, x.device, torch.float64)
+    liquid = randomness.normal((b, 1, h, w), mean, std, generator, x.device, torch.float64)
     liquid = filters.gaussian_filter(liquid, sigma)
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     if mode == 0:

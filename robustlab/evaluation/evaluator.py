@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from robustlab.data.batches import IndexedBatch
 from robustlab.suites.base import EvaluationSuite
 
 
 class SuiteEvaluator(pl.LightningModule):
     """Scores a frozen classifier on every condition of a suite (``trainer.test``).
 
-    Statistics are summed per (condition, metric) over batches, then over processes, so a
-    DDP evaluation reports exactly what one process would on the same images.
+    Statistics are summed per (condition, metric) over batches, then over processes, and every
+    random draw comes from the image's own stream (:meth:`EvaluationSuite.case`), so a DDP
+    evaluation reports exactly what one process would on the same images, at any batch size.
     """
 
     def __init__(self, model: nn.Module, suite: EvaluationSuite):
@@ -35,12 +36,10 @@ class SuiteEvaluator(pl.LightningModule):
         self.model.eval()
         self._sums.clear()
 
-    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        x, y = batch
-        condition = self.suite.conditions[dataloader_idx]
-        generator = self.suite.generator(x.device, dataloader_idx, batch_idx, self.global_rank)
+    def test_step(self, batch: IndexedBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        case = self.suite.case(self.model, batch, dataloader_idx)
         with torch.set_grad_enabled(self.suite.needs_grad):
-            stats = self.suite.measure(self.model, x, y, condition, generator)
+            stats = self.suite.measure(case)
         for metric, (total, count) in stats.items():
             acc = self._sums[(dataloader_idx, metric)]
             acc[0] += total.detach().double().cpu()

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
-
 from robustlab.attacks import ATTACKS, build_attack, sanity_flags
+from robustlab.attacks.autoattack import backend_provenance
 from robustlab.attacks.config import parse_number
 from robustlab.errors import ConfigError, check
 from robustlab.results import RobustnessRecord, format_level
-from robustlab.suites.base import Condition, EvaluationSuite, Stats, correct_count
+from robustlab.suites.base import Case, Condition, EvaluationSuite, Stats, correct_count
 
 
 class AttackSuite(EvaluationSuite):
@@ -33,6 +31,8 @@ class AttackSuite(EvaluationSuite):
         step_size: PGD step; null = 2.5·ε/steps (Madry et al.); or ``step_size_ratio``·ε.
         restarts, random_start: PGD restarts and uniform random start in the ball.
         version: AutoAttack version (``standard`` | ``plus`` | ``rand``).
+        backend: AutoAttack implementation, explicit: ``reference`` (the authors' code,
+            ``pyautoattack``) or ``torchattacks``; recorded by :meth:`provenance`.
     """
 
     name = "attack"
@@ -51,6 +51,7 @@ class AttackSuite(EvaluationSuite):
         restarts: int = 1,
         random_start: bool = True,
         version: str = "standard",
+        backend: str | None = None,
         seed: int = 0,
         max_images: int | None = None,
         name: str | None = None,
@@ -65,6 +66,7 @@ class AttackSuite(EvaluationSuite):
             step_size is None or step_size_ratio is None,
             f"suite.{self.name}: give step_size or step_size_ratio, not both",
         )
+        self.backend = backend if attack == "autoattack" else None
         self.attacks = {}
         for eps in (parse_number(e, "eps") for e in epsilons):
             check(eps >= 0, f"suite.{self.name}.epsilons must be >= 0, got {eps}")
@@ -72,7 +74,7 @@ class AttackSuite(EvaluationSuite):
                 options = {"norm": norm, "eps": eps}
                 if attack == "pgd":
                     size = step_size
-                    if step_size_ratio is not None:
+                    if step_size_ratio is not None and eps > 0:  # ε = 0: clean, no step
                         size = step_size_ratio * eps
                     options.update(
                         stop_on_success=True,
@@ -82,23 +84,31 @@ class AttackSuite(EvaluationSuite):
                         random_start=random_start,
                     )
                 elif attack == "autoattack":
-                    options.update(version=version, seed=seed)
+                    check(
+                        backend is not None,
+                        f"suite.{self.name}.backend must name the AutoAttack implementation: "
+                        'reference (pip install "robustlab[autoattack]") or torchattacks',
+                    )
+                    options.update(version=version, seed=seed, backend=backend)
                 label = {"pgd": f"pgd{int(n)}", "fgsm": "fgsm"}.get(attack, f"autoattack-{version}")
                 condition = Condition(label, eps, (("steps", int(n)),))
                 self.attacks[condition] = build_attack(attack, **options)
         self.conditions = list(self.attacks)
 
-    def measure(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        condition: Condition,
-        generator: torch.Generator,
-    ) -> Stats:
-        attack = self.attacks[condition]
-        x_adv = x if condition.level == 0 else attack(model, x, y, generator=generator)
-        return correct_count(model, x_adv.detach(), y)
+    def measure(self, case: Case) -> Stats:
+        """Accuracy on the attack's adversarial images. PGD's random starts come from the
+        images' own streams (``case.random``), so they do not depend on the batching;
+        AutoAttack's internal randomness belongs to its library (seeded by ``seed`` per batch),
+        so its numbers may change with the batch size or world size."""
+        attack = self.attacks[case.condition]
+        if case.condition.level == 0:
+            return correct_count(case.model, case.x, case.y)
+        x_adv = attack(case.model, case.x, case.y, generator=case.random)
+        return correct_count(case.model, x_adv.detach(), case.y)
+
+    def provenance(self) -> dict[str, str]:
+        """The attack implementation, for results.json: AutoAttack's backend and its version."""
+        return backend_provenance(self.backend) if self.backend is not None else {}
 
     def summarize(
         self, records: list[RobustnessRecord], clean_acc: float | None = None

@@ -2,23 +2,30 @@
 
 A suite is a LightningDataModule with one test dataloader per :class:`Condition` (each over
 the base test set, sharded exactly under DDP by the base datamodule) and a :meth:`measure`
-that turns a clean batch into *additive* statistics for that condition — sums and counts,
-so that shards and batches combine exactly (``acc = Σ correct / Σ n``). Perturbations are
-made on the evaluation device, batch by batch, from a generator seeded by
-(suite seed, condition, batch): the same seed gives the same perturbed images.
+that turns one :class:`Case` (a clean batch under one condition) into *additive* statistics —
+sums and counts, so that shards and batches combine exactly (``acc = Σ correct / Σ n``).
+
+Perturbations are made on the evaluation device, batch by batch. Every random number of a
+condition comes from per-image streams (:class:`~robustlab.randomness.ImageStreams`): image i's
+stream is seeded by (suite seed, suite name, condition name, condition level, i), i its index in
+the evaluated split. So a perturbed image, and every record, is the same whatever the batch
+size, worker count, world size or device (of the same kind), and adding a condition leaves the
+others' numbers unchanged.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from robustlab.data.batches import IndexedBatch, IndexedBatches
+from robustlab.randomness import ImageStreams, RandomSource
 from robustlab.results import RobustnessRecord
 
 #: metric name -> (sum, count) for one batch; the value reported is Σ sum / Σ count.
@@ -35,6 +42,34 @@ class Condition:
 
     def option(self, key: str, default: Any = None) -> Any:
         return dict(self.options).get(key, default)
+
+
+@dataclass
+class Case:
+    """One batch under one condition, as :meth:`EvaluationSuite.measure` scores it.
+
+    ``index`` holds each image's index in the evaluated split; ``next_x`` / ``next_index`` the
+    following image of the split (suites with ``uses_neighbours``), else None. ``key`` is what
+    the condition's random streams are seeded by, besides the image index.
+    """
+
+    model: nn.Module
+    x: Tensor
+    y: Tensor
+    condition: Condition
+    index: Tensor
+    key: tuple[int | str, ...]
+    next_x: Tensor | None = None
+    next_index: Tensor | None = None
+
+    @cached_property
+    def random(self) -> ImageStreams:
+        """This batch's per-image random streams for the condition."""
+        return self.random_for(self.index)
+
+    def random_for(self, index: Tensor) -> ImageStreams:
+        """The condition's streams of the images ``index`` (e.g. the neighbours)."""
+        return ImageStreams.keyed(self.key, index, self.x.device)
 
 
 def condition_means(records: list[RobustnessRecord], metric: str) -> dict[str, float]:
@@ -59,6 +94,8 @@ class EvaluationSuite(pl.LightningDataModule):
     name: ClassVar[str] = "suite"
     #: Attacks need input gradients; other suites run under ``torch.no_grad``.
     needs_grad: ClassVar[bool] = False
+    #: Whether batches also carry the next image of the split (pair suites).
+    uses_neighbours: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -80,27 +117,44 @@ class EvaluationSuite(pl.LightningDataModule):
         self.base.trainer = self.trainer
         self.base.setup("test")
 
+    def index_batches(self, batches: Any) -> IndexedBatches:
+        """The batch dataset of every suite loader: batches also carry image indices."""
+        return IndexedBatches(batches, neighbours=self.uses_neighbours)
+
     def test_dataloader(self) -> list:
-        return [self.base.test_dataloader(max_images=self.max_images) for _ in self.conditions]
+        return [
+            self.base.test_dataloader(max_images=self.max_images, wrap=self.index_batches)
+            for _ in self.conditions
+        ]
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.base.on_after_batch_transfer(batch, dataloader_idx)
-
-    def generator(
-        self, device: torch.device, condition_index: int, batch_index: int, rank: int = 0
-    ) -> torch.Generator:
-        key = f"{self.name}/{self.seed}/{condition_index}/{batch_index}/{rank}".encode()
-        return torch.Generator(device=device).manual_seed(zlib.crc32(key))
+    def on_after_batch_transfer(self, batch: IndexedBatch, dataloader_idx: int) -> IndexedBatch:
+        """The base datamodule's conversion (uint8 -> float) of the images and neighbours."""
+        x, y = self.base.on_after_batch_transfer((batch.images, batch.labels), dataloader_idx)
+        following = batch.next_images
+        if following is not None:
+            following, _ = self.base.on_after_batch_transfer((following, y), dataloader_idx)
+        return batch._replace(images=x, labels=y, next_images=following)
 
     # -------------------------------------------------------------- scoring
-    def measure(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        condition: Condition,
-        generator: torch.Generator,
-    ) -> Stats:
+    def random_key(self, condition: Condition) -> tuple[int | str, ...]:
+        """What a condition's per-image streams are seeded by (besides the image index)."""
+        return (self.seed, self.name, condition.name, repr(condition.level))
+
+    def case(self, model: nn.Module, batch: IndexedBatch, condition_index: int) -> Case:
+        """The :class:`Case` of ``batch`` under condition ``condition_index``."""
+        condition = self.conditions[condition_index]
+        return Case(
+            model,
+            batch.images,
+            batch.labels,
+            condition,
+            batch.index,
+            self.random_key(condition),
+            batch.next_images,
+            batch.next_index,
+        )
+
+    def measure(self, case: Case) -> Stats:
         raise NotImplementedError
 
     def records(self, values: Mapping[tuple[int, str], float]) -> list[RobustnessRecord]:
@@ -132,18 +186,11 @@ class PerturbationSuite(EvaluationSuite):
     """A suite whose conditions are image perturbations scored by top-1 accuracy; subclasses
     implement :meth:`perturb` (corruptions, distortions)."""
 
-    def perturb(self, x: Tensor, condition: Condition, generator: torch.Generator) -> Tensor:
+    def perturb(self, x: Tensor, condition: Condition, random: RandomSource) -> Tensor:
         raise NotImplementedError
 
-    def measure(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        condition: Condition,
-        generator: torch.Generator,
-    ) -> Stats:
-        return correct_count(model, self.perturb(x, condition, generator), y)
+    def measure(self, case: Case) -> Stats:
+        return correct_count(case.model, self.perturb(case.x, case.condition, case.random), case.y)
 
     def summarize(
         self, records: list[RobustnessRecord], clean_acc: float | None = None

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from robustlab.suites.base import Condition, EvaluationSuite, Stats
+from robustlab.suites.base import Case, Condition, EvaluationSuite, Stats
 
 ECE_BINS = 15
 
@@ -30,19 +30,12 @@ class CleanSuite(EvaluationSuite):
         super().__init__(base, seed=seed, max_images=max_images, name=name)
         self.conditions = [Condition("clean", 0)]
 
-    def measure(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        condition: Condition,
-        generator: torch.Generator,
-    ) -> Stats:
+    def measure(self, case: Case) -> Stats:
         with torch.no_grad():
-            logits = model(x)
-        n = torch.tensor(float(y.numel()), device=x.device)
-        stats = {"acc": ((logits.argmax(1) == y).sum().float(), n)}
-        stats.update(calibration_stats(logits.softmax(1), y))
+            logits = case.model(case.x)
+        n = torch.tensor(float(case.y.numel()), device=case.x.device)
+        stats = {"acc": ((logits.argmax(1) == case.y).sum().float(), n)}
+        stats.update(calibration_stats(logits.softmax(1), case.y))
         return stats
 
     def records(self, values):

@@ -18,6 +18,7 @@ from robustlab.corruptions import (
     load_corrupted_release,
 )
 from robustlab.errors import ConfigError, check
+from robustlab.randomness import RandomSource
 from robustlab.results import RobustnessRecord
 from robustlab.suites.base import Condition, PerturbationSuite
 from robustlab.suites.corruption_error import baseline_from_results, corruption_errors
@@ -83,15 +84,18 @@ class CorruptionSuite(PerturbationSuite):
             images = torch.as_tensor(images).permute(0, 3, 1, 2).contiguous()
             loaders.append(
                 self.base.arrays_dataloader(
-                    images, torch.as_tensor(labels).long(), max_images=self.max_images
+                    images,
+                    torch.as_tensor(labels).long(),
+                    max_images=self.max_images,
+                    wrap=self.index_batches,
                 )
             )
         return loaders
 
-    def perturb(self, x: Tensor, condition: Condition, generator: torch.Generator) -> Tensor:
+    def perturb(self, x: Tensor, condition: Condition, random: RandomSource) -> Tensor:
         if self.release_root is not None:
             return x  # already corrupted on disk
-        return corrupt(x, condition.name, condition.level, params=self.params, generator=generator)
+        return corrupt(x, condition.name, condition.level, params=self.params, generator=random)
 
     def summarize(
         self, records: list[RobustnessRecord], clean_acc: float | None = None

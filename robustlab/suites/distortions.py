@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import torch
 from torch import Tensor
 
 from robustlab.distortions import DEFAULT_LEVELS, DISTORTIONS, distort
 from robustlab.errors import ConfigError
+from robustlab.randomness import RandomSource
 from robustlab.suites.base import Condition, PerturbationSuite
 
 
@@ -40,5 +40,5 @@ class DistortionSuite(PerturbationSuite):
         grid = {**DEFAULT_LEVELS, **dict(levels or {})}
         self.conditions = [Condition(n, level) for n in names for level in grid[n]]
 
-    def perturb(self, x: Tensor, condition: Condition, generator: torch.Generator) -> Tensor:
-        return distort(x, condition.name, condition.level, generator=generator)
+    def perturb(self, x: Tensor, condition: Condition, random: RandomSource) -> Tensor:
+        return distort(x, condition.name, condition.level, generator=random)

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from robustlab.distortions import DISTORTIONS, distort
 from robustlab.errors import ConfigError
-from robustlab.suites.base import Condition, EvaluationSuite
+from robustlab.randomness import RandomSource
+from robustlab.suites.base import Case, Condition, EvaluationSuite
 
 #: Default (distortion: levels) of the pair suites: the paper's JPEG q = 50 example, a
 #: half-size thumbnail, a 2-pixel crop and the σ = 0.04 training noise.
@@ -36,7 +37,13 @@ def normalized_features(model: nn.Module, x: Tensor) -> Tensor:
 
 class DistortedPairSuite(EvaluationSuite):
     """One condition per (distortion, level) of ``distortions`` (``{name: [levels]}``);
-    :meth:`pair_features` gives the normalised features of the clean and distorted batch."""
+    :meth:`pair_features` gives the normalised features of the clean and distorted batch.
+
+    The "other image" of image i is the next image of the evaluated split, i + 1 (mod N),
+    loaded with the batch (``uses_neighbours``), so pairs do not depend on the batching.
+    """
+
+    uses_neighbours = True
 
     def __init__(
         self,
@@ -58,9 +65,15 @@ class DistortedPairSuite(EvaluationSuite):
         self.conditions = [Condition(n, level) for n, levels in grid.items() for level in levels]
 
     def pair_features(
-        self, model: nn.Module, x: Tensor, condition: Condition, generator: torch.Generator
+        self, case: Case, images: Tensor, random: RandomSource
     ) -> tuple[Tensor, Tensor]:
-        distorted = distort(x, condition.name, condition.level, generator=generator)
+        """Normalised features of ``images`` and of their distorted copies (draws: ``random``)."""
+        distorted = distort(images, case.condition.name, case.condition.level, generator=random)
         with torch.no_grad():
-            both = normalized_features(model, torch.cat([x, distorted]))
+            both = normalized_features(case.model, torch.cat([images, distorted]))
         return both.chunk(2)
+
+    @staticmethod
+    def has_other_image(case: Case) -> Tensor:
+        """(B,) whether image i has another image to pair with (False when N = 1)."""
+        return case.next_index != case.index

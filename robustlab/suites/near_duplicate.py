@@ -1,9 +1,10 @@
 """Near-duplicate detection (Zheng et al., CVPR 2016): is (image, distorted copy) told apart
 from (image, a different image) by the distance of their L2-normalised penultimate features?
 
-Positive pair: (x_i, distort(x_i)); negative pair: (x_i, distort(x_{i+1})) within the batch
-(a distinct image undergoing the same distortion, so the distortion itself does not give the
-answer away). Distances are accumulated in fixed bins on [0, 2] (additive, exact under DDP);
+Positive pair: (x_i, distort(x_i)); negative pair: (x_i, distort(x_{i+1})), x_{i+1} the next
+image of the evaluated split (mod N) with its own random draws (a distinct image undergoing the
+same distortion, so the distortion itself does not give the answer away). Distances are
+accumulated in fixed bins on [0, 2] (additive, exact under DDP);
 ROC AUC, average precision and precision at a fixed recall come from the merged histograms,
 exact up to the bin width (``robustlab.suites.distance_histograms``).
 """
@@ -13,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor, nn
 
 from robustlab.errors import check
 from robustlab.results import RobustnessRecord, format_level
-from robustlab.suites.base import Condition, Stats
+from robustlab.suites.base import Case, Stats
 from robustlab.suites.distance_histograms import (
     average_precision,
     distance_histogram,
@@ -60,19 +60,13 @@ class NearDuplicateSuite(DistortedPairSuite):
         check(pr_points >= 0, f"suite.{self.name}.pr_points must be >= 0, got {pr_points}")
         self.bins, self.recall, self.pr_points = int(bins), float(recall), int(pr_points)
 
-    def measure(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        condition: Condition,
-        generator: torch.Generator,
-    ) -> Stats:
-        clean, distorted = self.pair_features(model, x, condition, generator)
+    def measure(self, case: Case) -> Stats:
+        clean, distorted = self.pair_features(case, case.x, case.random)
+        _, other_distorted = self.pair_features(case, case.next_x, case.random_for(case.next_index))
         d_pos = (clean - distorted).norm(dim=1)
-        d_neg = (clean - distorted.roll(1, dims=0)).norm(dim=1) if len(x) > 1 else d_pos[:0]
-        n_pos = torch.tensor(float(len(d_pos)), device=x.device)
-        n_neg = torch.tensor(float(len(d_neg)), device=x.device)
+        d_neg = (clean - other_distorted).norm(dim=1)[self.has_other_image(case)]
+        n_pos = torch.tensor(float(len(d_pos)), device=case.x.device)
+        n_neg = torch.tensor(float(len(d_neg)), device=case.x.device)
         stats: Stats = {
             "mean_pos_distance": (d_pos.sum(), n_pos),
             "mean_neg_distance": (d_neg.sum(), n_neg),

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor, nn
 
 from robustlab.errors import ConfigError, check
 from robustlab.perturbation_sequences import (
@@ -16,7 +15,7 @@ from robustlab.perturbation_sequences import (
     flip_probability,
     make_sequence,
 )
-from robustlab.suites.base import Condition, EvaluationSuite, Stats
+from robustlab.suites.base import Case, Condition, EvaluationSuite, Stats
 
 
 class PerturbationSequenceSuite(EvaluationSuite):
@@ -52,19 +51,11 @@ class PerturbationSequenceSuite(EvaluationSuite):
         step = {**DEFAULT_STEPS, **dict(steps or {})}
         self.conditions = [Condition(kind, step[kind]) for kind in kinds]
 
-    def measure(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        condition: Condition,
-        generator: torch.Generator,
-    ) -> Stats:
-        sequence = make_sequence(
-            x, condition.name, frames=self.frames, step=condition.level, generator=generator
-        )
+    def measure(self, case: Case) -> Stats:
+        kind, step = case.condition.name, case.condition.level
+        sequence = make_sequence(case.x, kind, self.frames, step, generator=case.random)
         with torch.no_grad():
-            predictions = model(sequence.flatten(0, 1)).argmax(1).view(self.frames, -1)
-        pairs = torch.tensor(float((self.frames - 1) * y.numel()), device=x.device)
-        flips = flip_probability(predictions, FLIP_REFERENCE[condition.name]) * pairs
+            predictions = case.model(sequence.flatten(0, 1)).argmax(1).view(self.frames, -1)
+        pairs = torch.tensor(float((self.frames - 1) * case.y.numel()), device=case.x.device)
+        flips = flip_probability(predictions, FLIP_REFERENCE[kind]) * pairs
         return {"flip_prob": (flips, pairs)}

@@ -1,16 +1,17 @@
 """Similar-image ranking under distortion (Zheng et al., CVPR 2016): for the triplet
-(anchor = distort(x_i), positive = x_i, negative = x_{i+1}, a different image of the batch),
+(anchor = distort(x_i), positive = x_i, negative = x_{i+1}, the next image of the evaluated
+split, mod N),
 ranking accuracy = P(d(a, p) < d(a, n)) with d the distance of L2-normalised penultimate
 features (ties count ½)."""
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from robustlab.results import RobustnessRecord
-from robustlab.suites.base import Condition, Stats, condition_means
-from robustlab.suites.feature_pairs import DistortedPairSuite
+from robustlab.suites.base import Case, Stats, condition_means
+from robustlab.suites.feature_pairs import DistortedPairSuite, normalized_features
 
 
 def ranking_correct(anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
@@ -25,20 +26,13 @@ class SimilarRankingSuite(DistortedPairSuite):
 
     name = "similar_ranking"
 
-    def measure(
-        self,
-        model: nn.Module,
-        x: Tensor,
-        y: Tensor,
-        condition: Condition,
-        generator: torch.Generator,
-    ) -> Stats:
-        clean, distorted = self.pair_features(model, x, condition, generator)
-        if len(x) < 2:
-            zero = torch.zeros((), device=x.device)
-            return {"ranking_acc": (zero, zero)}
-        correct = ranking_correct(distorted, clean, clean.roll(1, dims=0))
-        return {"ranking_acc": (correct, torch.tensor(float(len(x)), device=x.device))}
+    def measure(self, case: Case) -> Stats:
+        clean, distorted = self.pair_features(case, case.x, case.random)
+        with torch.no_grad():
+            other = normalized_features(case.model, case.next_x)
+        keep = self.has_other_image(case)
+        correct = ranking_correct(distorted[keep], clean[keep], other[keep])
+        return {"ranking_acc": (correct, keep.sum().double())}
 
     def summarize(
         self, records: list[RobustnessRecord], clean_acc: float | None = None
