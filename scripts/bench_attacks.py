@@ -11,6 +11,9 @@ a small CNN. Batch: 128 CIFAR-10 test images from $ROBUSTLAB_DATA/cifar10-jpeg/t
 present, else uniform noise.
 
     python scripts/bench_attacks.py [--batch 128] [--repeats 5] [--device cpu|cuda]
+
+Needs torchattacks, which no robustlab extra installs (its requests~=2.25 pin would downgrade
+requests, urllib3 and idna): ``pip install --no-deps torchattacks``.
 """
 
 from __future__ import annotations
@@ -119,7 +122,12 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import torchattacks
+    try:
+        import torchattacks
+    except ImportError:
+        raise SystemExit(
+            "bench_attacks.py compares with torchattacks: pip install --no-deps torchattacks"
+        ) from None
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -38,3 +38,13 @@ def cifar10_root(data_root: Path) -> Path:
     if not (data_root / "cifar10-jpeg" / "test.npz").is_file():
         pytest.skip(f"CIFAR-10 copy not found under {data_root}/cifar10-jpeg")
     return data_root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Many small tensor ops: one thread beats two on a shared, busy machine. Modules opt in
+    with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

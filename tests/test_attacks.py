@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
 import sys
 
@@ -26,18 +27,12 @@ from robustlab.attacks import (
     sanity_flags,
     weighted_sum,
 )
-from robustlab.errors import ConfigError, RobustlabError
+from robustlab.errors import ConfigError
 
 NORMS = ("linf", "l2")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -151,6 +146,63 @@ def test_many_steps_saturate_at_the_ball_corner(linear):
     assert torch.allclose(out - x, 0.1 * w.sign(), atol=1e-6)
 
 
+@pytest.mark.parametrize("norm", NORMS)
+def test_pgd_takes_exactly_steps_times_step_size_inside_the_ball(linear, norm):
+    """Away from the ball's edge, k steps of size α move x by exactly k·α along dir(w)."""
+    model, w = linear
+    x = torch.full((2, 1, 3, 3), 0.5)
+    y = torch.zeros(2, dtype=torch.long)
+    direction = w.sign() if norm == "linf" else w / w.norm()
+    out = pgd(model, x, y, eps=1.0, steps=3, step_size=0.02, norm=norm, random_start=False)
+    assert torch.allclose(out - x, 3 * 0.02 * direction.expand_as(x), atol=1e-6)
+    # targeted towards class 1 ascends the class-1 logit w·x: the same way as untargeted y = 0;
+    # towards class 0 it descends
+    to_one = pgd(
+        model,
+        x,
+        y + 1,
+        eps=1.0,
+        steps=3,
+        step_size=0.02,
+        norm=norm,
+        targeted=True,
+        random_start=False,
+    )
+    assert torch.allclose(to_one, out, atol=1e-6)
+    to_zero = pgd(
+        model, x, y, eps=1.0, steps=3, step_size=0.02, norm=norm, targeted=True, random_start=False
+    )
+    assert torch.allclose(to_zero - x, -(out - x), atol=1e-6)
+
+
+@pytest.mark.parametrize("targeted", [False, True])
+def test_early_stopped_pgd_freezes_each_example_at_the_step_that_fools_it(linear, targeted):
+    """logits = (0, w·x): every l∞ step of size α raises w·x by α‖w‖₁, so an example starting
+    at w·x₀ = −(k − ½)·α‖w‖₁ is first misclassified (class 1) after exactly k steps. Early
+    stopping must keep that k-th iterate, not the last one; unfooled examples take every step."""
+    model, w = linear
+    alpha, steps = 0.01, 6
+    per_step = alpha * w.abs().sum()
+    fooled_at = torch.tensor([1, 3, 5, 8])  # 8 > steps: never fooled
+    flat = w.flatten()
+    base = torch.full_like(flat, 0.5)
+    target = -(fooled_at.float() - 0.5) * per_step  # w·x₀ for each example
+    x = base + ((target - base @ flat) / flat.dot(flat)).unsqueeze(1) * flat
+    x = x.view(-1, 1, 3, 3)
+    assert torch.allclose(x.flatten(1) @ flat, target, atol=1e-5)
+    assert x.min() > alpha * steps and x.max() < 1 - alpha * steps  # no [0, 1] clamping
+    # untargeted: the label is 0; targeted: the target is class 1 (the same way up)
+    y = torch.full((4,), 1 if targeted else 0, dtype=torch.long)
+    kwargs = dict(eps=1.0, steps=steps, step_size=alpha, random_start=False, targeted=targeted)
+    early = pgd(model, x, y, stop_on_success=True, **kwargs)
+    last = pgd(model, x, y, **kwargs)
+    taken = fooled_at.clamp(max=steps).float().view(-1, 1, 1, 1)
+    assert torch.allclose(early - x, taken * alpha * w.sign(), atol=1e-6)
+    assert torch.allclose(last - x, steps * alpha * w.sign().expand_as(x), atol=1e-6)
+    with torch.no_grad():
+        assert model(early).argmax(1).tolist() == [1, 1, 1, 0]
+
+
 def test_clamps_to_valid_pixels(linear):
     model, w = linear
     x = (w > 0).float().expand(3, 1, 3, 3).clone()  # pixels at 1 where the step is +, 0 where -
@@ -225,6 +277,303 @@ def test_objective_decides_the_direction(linear):
     assert torch.equal(const, random_init(x, 0.1, "linf", _gen(7)))
 
 
+def test_weighted_sum_weights_each_term(linear):
+    """Σ_k w_k · objective_k per example, and the weight decides which term steers the attack."""
+    model, w = linear
+    x = torch.full((2, 1, 3, 3), 0.5)
+    y = torch.zeros(2, dtype=torch.long)
+    v = -10 * w
+
+    def extra(model, x_adv, y):
+        return (x_adv * v).flatten(1).sum(1)
+
+    ce, ex = cross_entropy(model, x, y), extra(model, x, y)
+    both = weighted_sum((2.0, cross_entropy), (0.25, extra))(model, x, y)
+    assert torch.allclose(both, 2.0 * ce + 0.25 * ex)
+    # ∇ CE = p₁·w with p₁ = sigmoid(w·x); the extra term's gradient is w_extra · (−10 w)
+    p1 = torch.sigmoid((w * x[:1]).sum())
+    for weight in (0.01, 1.0):  # CE dominates below p₁/10, the extra term above
+        objective = weighted_sum((1.0, cross_entropy), (weight, extra))
+        step = fgsm(model, x, y, eps=0.1, objective=objective) - x
+        sign = 1.0 if weight * 10 < p1 else -1.0
+        assert torch.allclose(step, sign * 0.1 * w.sign().expand_as(x), atol=1e-6)
+
+
+def test_restarts_keep_a_fooling_start_over_a_higher_objective(linear):
+    """Per example, restarts keep the highest-objective start among those that fool the model,
+    and only when none fools, the highest-objective start overall (steps = 0: each restart is
+    its random start, drawn in turn from the generator)."""
+    model, w = linear
+    x = 0.5 + 0.2 * (torch.rand(300, 1, 3, 3, generator=_gen(11)) - 0.5)
+    y = torch.zeros(300, dtype=torch.long)
+    u = torch.randn(1, 1, 3, 3, generator=_gen(12))  # an objective unrelated to fooling
+
+    def objective(model, x_adv, y):
+        return (x_adv * u).flatten(1).sum(1)
+
+    out = pgd(model, x, y, eps=0.3, steps=0, restarts=3, objective=objective, generator=_gen(13))
+    g = _gen(13)
+    starts = torch.stack([random_init(x, 0.3, "linf", g) for _ in range(3)])
+    with torch.no_grad():
+        fooled = torch.stack([model(s).argmax(1).ne(y) for s in starts])
+    value = torch.stack([objective(model, s, y) for s in starts])
+    chosen = (value + 1e3 * fooled).argmax(0)  # fooling first, then the objective
+    assert torch.equal(out, starts[chosen, torch.arange(300)])
+    # the rule mattered: some example's best objective is a start that does not fool
+    assert (fooled.any(0) & ~fooled[value.argmax(0), torch.arange(300)]).any()
+
+
+def test_targeted_restarts_keep_a_start_that_reaches_the_target(linear):
+    """Targeted: success means prediction = y (the target), and the objective is minimised."""
+    model, w = linear
+    x = 0.5 + 0.2 * (torch.rand(300, 1, 3, 3, generator=_gen(21)) - 0.5)
+    y = torch.ones(300, dtype=torch.long)  # target class 1
+    u = torch.randn(1, 1, 3, 3, generator=_gen(22))
+
+    def objective(model, x_adv, y):
+        return (x_adv * u).flatten(1).sum(1)
+
+    out = pgd(
+        model,
+        x,
+        y,
+        eps=0.3,
+        steps=0,
+        restarts=3,
+        targeted=True,
+        objective=objective,
+        generator=_gen(23),
+    )
+    g = _gen(23)
+    starts = torch.stack([random_init(x, 0.3, "linf", g) for _ in range(3)])
+    with torch.no_grad():
+        hit = torch.stack([model(s).argmax(1).eq(y) for s in starts])
+    value = torch.stack([-objective(model, s, y) for s in starts])  # targeted ascends −objective
+    chosen = (value + 1e3 * hit).argmax(0)
+    assert torch.equal(out, starts[chosen, torch.arange(300)])
+    assert (hit.any(0) & ~hit[value.argmax(0), torch.arange(300)]).any()
+    assert (hit.any(0) & ~hit.all(0)).any()  # some examples reach the target only on some starts
+
+
+def test_fgsm_is_exactly_one_step_of_size_eps():
+    """An objective peaked at t = x + ε/2·s: one step of size ε lands on x + ε·s; any second
+    step of that size would come back to x."""
+    x = torch.full((2, 1, 2, 2), 0.5)
+    s = torch.tensor([1.0, -1.0, 1.0, -1.0]).view(1, 1, 2, 2)
+    t = x + 0.05 * s
+
+    def peaked(model, x_adv, y):
+        return -((x_adv - t) ** 2).flatten(1).sum(1)
+
+    model = nn.Flatten()
+    y = torch.zeros(2, dtype=torch.long)
+    out = fgsm(model, x, y, eps=0.1, objective=peaked)
+    assert torch.allclose(out, x + 0.1 * s.expand_as(x), atol=1e-6)
+    two = pgd(model, x, y, eps=0.1, step_size=0.1, steps=2, random_start=False, objective=peaked)
+    assert torch.allclose(two, x, atol=1e-6)
+
+
+def test_perturbation_norm_is_per_example():
+    delta = torch.zeros(3, 1, 2, 2)
+    delta[0, 0, 0, 0], delta[1, 0, 1, 1], delta[2, 0, 0, 1] = -0.3, 0.1, 0.2
+    delta[2, 0, 1, 0] = 0.2
+    assert torch.allclose(perturbation_norm(delta, "linf"), torch.tensor([0.3, 0.1, 0.2]))
+    l2 = torch.tensor([0.3, 0.1, 0.2 * math.sqrt(2)])
+    assert torch.allclose(perturbation_norm(delta, "l2"), l2)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_early_stopped_pgd_starts_at_the_seeded_random_start(linear, norm):
+    """steps = 0 with early stopping returns its start: the random start of the generator."""
+    model, _ = linear
+    x = torch.full((4, 1, 3, 3), 0.5)
+    y = torch.zeros(4, dtype=torch.long)
+    out = pgd(model, x, y, eps=0.2, steps=0, norm=norm, stop_on_success=True, generator=_gen(5))
+    assert torch.equal(out, random_init(x, 0.2, norm, _gen(5)))
+    assert not torch.equal(out, x)
+
+
+def test_early_stopped_l2_pgd_steps_along_the_normalised_gradient(linear):
+    model, w = linear
+    x = torch.full((2, 1, 3, 3), 0.5) - 0.1 * w / w.norm()  # w·x < 0: class 0, not fooled
+    y = torch.zeros(2, dtype=torch.long)
+    kwargs = dict(eps=1.0, step_size=0.05, steps=1, norm="l2", random_start=False)
+    out = pgd(model, x, y, stop_on_success=True, **kwargs)
+    assert torch.allclose(out - x, 0.05 * (w / w.norm()).expand_as(x), atol=1e-6)
+
+
+def test_restarts_rank_starts_by_an_objective_of_the_model_and_the_labels(linear):
+    model, w = linear
+    x = torch.full((50, 1, 3, 3), 0.5)
+    y = torch.zeros(50, dtype=torch.long)
+
+    def other_logit(model_, x_adv, y_):  # w·x for y = 0: fooling ⟺ objective > 0
+        return model_(x_adv).gather(1, (1 - y_).view(-1, 1)).squeeze(1)
+
+    out = pgd(model, x, y, eps=0.3, steps=0, restarts=3, objective=other_logit, generator=_gen(8))
+    g = _gen(8)
+    starts = torch.stack([random_init(x, 0.3, "linf", g) for _ in range(3)])
+    with torch.no_grad():
+        value = torch.stack([other_logit(model, s, y) for s in starts])
+    assert torch.equal(out, starts[value.argmax(0), torch.arange(50)])
+
+
+def test_linf_random_start_is_x_plus_the_drawn_uniform_offset():
+    """δ = (2u − 1)·ε with u ~ U[0, 1) drawn from the generator (Madry's random start)."""
+    x = torch.full((3, 1, 2, 2), 0.5)
+    u = torch.rand(x.shape, generator=_gen(4))
+    assert torch.allclose(random_init(x, 0.1, "linf", _gen(4)), x + (2 * u - 1) * 0.1)
+
+
+def test_l2_random_start_points_every_way_even_for_a_single_image():
+    """Directions come from a normal draw: offsets fall in every quadrant of the 2-pixel
+    plane (uniform draws would only give the positive one)."""
+    x = torch.full((400, 1, 1, 2), 0.5)
+    delta = (random_init(x, 0.3, "l2", _gen(6)) - x).flatten(1)
+    quadrants = {(bool(a > 0), bool(b > 0)) for a, b in delta.tolist()}
+    assert quadrants == {(True, True), (True, False), (False, True), (False, False)}
+    one = random_init(x[:1], 0.3, "l2", _gen(6)) - x[:1]  # a batch of one image
+    assert 0 < perturbation_norm(one, "l2").item() <= 0.3 + 1e-6
+
+
+def test_l2_pgd_stays_on_the_l2_ball_not_the_linf_box(linear):
+    """Five l2 steps of size ε along w end on the l2 sphere at x + ε·w/‖w‖, which lies
+    inside the l∞ box: an l∞ clamp instead of the l2 projection would leave it farther out."""
+    model, w = linear
+    x = torch.full((2, 1, 3, 3), 0.5)
+    y = torch.zeros(2, dtype=torch.long)
+    out = pgd(model, x, y, eps=0.1, step_size=0.1, steps=5, norm="l2", random_start=False)
+    assert torch.allclose(out - x, 0.1 * (w / w.norm()).expand_as(x), atol=1e-6)
+
+
+def test_pgd_defaults_ten_steps_one_restart_and_the_madry_step():
+    from robustlab.attacks.objectives import resolve_objective
+    from robustlab.attacks.pgd import madry_step_size
+
+    assert madry_step_size(0.1, 1) == pytest.approx(0.25)
+    assert madry_step_size(0.1, 0) == pytest.approx(0.25)
+    x = torch.full((2, 1, 2, 2), 0.5)
+    y = torch.zeros(2, dtype=torch.long)
+    s = torch.tensor([1.0, -1.0, 1.0, -1.0]).view(1, 1, 2, 2)
+    t = x + 0.05 * s
+
+    def peaked(model, x_adv, y):  # steps of size ε oscillate: even step counts return to x
+        return -((x_adv - t) ** 2).flatten(1).sum(1)
+
+    model = nn.Flatten()
+    out = pgd(model, x, y, eps=0.1, step_size=0.1, random_start=False, objective=peaked)
+    assert torch.allclose(out, x, atol=1e-6)
+    # one restart by default: the result is the first random start
+    lin = _Linear(torch.linspace(-1, 1, 4))
+    xs = torch.full((64, 1, 2, 2), 0.5)
+    ys = torch.zeros(64, dtype=torch.long)
+    start = pgd(lin, xs, ys, eps=0.2, steps=0, generator=_gen(9))
+    assert torch.equal(start, random_init(xs, 0.2, "linf", _gen(9)))
+    # the default objective is cross-entropy, not negated
+    ce = resolve_objective()(lin, xs, ys)
+    assert torch.allclose(ce, F.cross_entropy(lin(xs), ys, reduction="none"))
+
+
+def test_attacks_take_float_batches_of_any_rank_at_least_two():
+    model = nn.Linear(4, 2)
+    x = torch.full((3, 4), 0.5)
+    y = torch.zeros(3, dtype=torch.long)
+    out = pgd(model, x, y, eps=0.1, steps=1, random_start=False)
+    assert out.shape == x.shape and perturbation_norm(out - x, "linf").max() <= 0.1 + 1e-6
+    with pytest.raises(ConfigError, match="float images"):
+        pgd(model, (x * 255).to(torch.uint8), y, eps=0.1)
+
+
+def test_attack_suite_builds_one_attack_per_steps_and_eps():
+    from robustlab.suites.attacks import AttackSuite
+    from robustlab.suites.base import Condition
+
+    base = object()
+    suite = AttackSuite(base, epsilons=["2/255", 0.1], steps=[5, 20], step_size_ratio=0.25)
+    assert suite.base is base and suite.max_images is None and suite.backend is None
+    assert suite.random_key(suite.conditions[0])[0] == 0  # default seed
+    expected = {
+        Condition(f"pgd{n}", eps, (("steps", n),)): Attack(
+            norm="linf",
+            eps=eps,
+            steps=n,
+            step_size=0.25 * eps,
+            restarts=1,
+            random_start=True,
+            stop_on_success=True,
+        )
+        for eps in (2 / 255, 0.1)
+        for n in (5, 20)
+    }
+    assert suite.attacks == expected and suite.conditions == list(expected)
+    clean = AttackSuite(base, epsilons=[0], steps=[5])  # ε = 0 is allowed (clean accuracy)
+    assert clean.conditions == [Condition("pgd5", 0.0, (("steps", 5),))]
+    # ε = 0 beside a step_size_ratio: no step to scale, the ε > 0 radii keep ratio·ε
+    ratio = AttackSuite(base, epsilons=[0, 0.1], steps=[5], step_size_ratio=0.25)
+    assert [a.step_size for a in ratio.attacks.values()] == [None, 0.025]
+    fixed = AttackSuite(base, epsilons=[0.1], steps=[3], step_size=0.05, max_images=7)
+    assert fixed.max_images == 7
+    assert fixed.attacks[fixed.conditions[0]].step_size == 0.05
+    once = AttackSuite(base, attack="fgsm", epsilons=[0.1], steps=[5], backend="torchattacks")
+    assert once.backend is None
+    assert once.conditions == [Condition("fgsm", 0.1, (("steps", 1),))]
+    tuned = AttackSuite(base, epsilons=[0.1], steps=[3], restarts=3, random_start=False, seed=5)
+    (attack,) = tuned.attacks.values()
+    assert attack.restarts == 3 and attack.random_start is False
+    assert tuned.random_key(tuned.conditions[0])[0] == 5
+    auto = AttackSuite(base, attack="autoattack", epsilons=[0.1], backend="torchattacks", seed=4)
+    assert auto.backend == "torchattacks"
+    assert auto.conditions == [Condition("autoattack-standard", 0.1, (("steps", 1),))]
+    (aa,) = auto.attacks.values()
+    assert (aa.version, aa.seed, aa.backend) == ("standard", 4, "torchattacks")
+    for bad in (
+        dict(attack="autoattack"),  # no backend named
+        dict(epsilons=[]),
+        dict(epsilons=[-0.1]),
+        dict(step_size=0.1, step_size_ratio=0.25),
+        dict(attack="cw"),
+    ):
+        with pytest.raises(ConfigError):
+            AttackSuite(base, **bad)
+
+
+def test_sanity_flags_read_mappings_and_accept_the_ends_of_0_to_1():
+    # mapping records: "value" when there is no "acc"; "steps" counts
+    rising = [{"eps": 0.1, "steps": 5, "value": 0.2}, {"eps": 0.1, "steps": 20, "value": 0.4}]
+    (flag,) = sanity_flags(rising)
+    assert "when steps grows from 5 to 20" in flag
+    assert sanity_flags([{"eps": 0.1, "steps": 5, "acc": 0.2}]) == []
+    # steps None counts as 0, below 1
+    (flag,) = sanity_flags([(0.1, None, 0.2), (0.1, 1, 0.4)])
+    assert "when steps grows from 0 to 1" in flag
+    # 0 and 1 are valid accuracies; an ε = 0 record is not compared with the given clean
+    assert sanity_flags([(0, 0, 1.0), (0.3, 20, 0.0)]) == []
+    assert sanity_flags([(0, 0, 0.9), (0.1, 10, 0.5)], clean=0.8) == []
+    # equal accuracies are no violation: robust = clean, or the same under more steps / larger ε
+    assert sanity_flags([(0, 0, 0.5), (0.1, 5, 0.5), (0.1, 20, 0.5), (0.2, 5, 0.5)]) == []
+
+
+def test_two_restarts_keep_the_better_start_and_the_first_on_a_tie(linear):
+    model, w = linear
+    x = torch.full((50, 1, 3, 3), 0.5)
+    y = torch.zeros(50, dtype=torch.long)
+    g = _gen(14)
+    starts = [random_init(x, 0.3, "linf", g) for _ in range(2)]
+
+    def zero(model_, x_adv, y_):
+        return torch.zeros(x_adv.shape[0])
+
+    tie = pgd(model, x, y, eps=0.3, steps=0, restarts=2, objective=zero, generator=_gen(14))
+    fooled = [model(s).argmax(1).ne(y) for s in starts]
+    expected = torch.where((fooled[1] & ~fooled[0]).view(-1, 1, 1, 1), starts[1], starts[0])
+    assert torch.equal(tie, expected)  # equal objectives: the second start wins only by fooling
+    assert not torch.equal(expected, starts[1])
+    out = pgd(model, x, y, eps=0.3, steps=0, restarts=2, generator=_gen(14))  # cross-entropy
+    with torch.no_grad():
+        ce = torch.stack([cross_entropy(model, s, y) for s in starts])
+    assert torch.equal(out, torch.stack(starts)[ce.argmax(0), torch.arange(50)])
+
+
 def test_objective_must_be_per_example(linear):
     model, _ = linear
     x = torch.full((3, 1, 3, 3), 0.5)
@@ -270,8 +619,6 @@ def test_registry_and_config_objects(linear):
     f = build_attack("fgsm", eps=0.1)
     assert (f.steps, f.random_start, f.label) == (1, False, "FGSM linf eps=0.1")
     assert torch.equal(f(model, x, y), fgsm(model, x, y, eps=0.1))
-    aa = build_attack("autoattack", eps="8/255")
-    assert isinstance(aa, AutoAttack) and aa.version == "standard"
     with pytest.raises(ConfigError, match="unknown attack 'cw'; choose one of"):
         build_attack("cw", eps=0.1)
     with pytest.raises(ConfigError, match=r"does not take \['step'\]; accepted arguments"):
@@ -301,6 +648,43 @@ def test_sanity_flags():
     assert any("when steps grows" in f for f in sanity_flags([(0.1, 5, 0.2), (0.1, 20, 0.3)]))
     assert sanity_flags([{"eps": 0.1, "steps": 5, "acc": 0.2}], clean=0.1) != []
     assert sanity_flags([(0.1, 5, 1.2)])[0].startswith("accuracy 1.2 at eps=0.1")
+
+
+@pytest.mark.parametrize("weaker_first", [True, False])
+def test_suite_summary_takes_the_strongest_attack_per_eps(weaker_first):
+    """Two attacks per ε (PGD-1 and PGD-20): acc@ε is the lower of the two, whichever order
+    the records come in, and mean_acc averages those minima over ε."""
+    from robustlab.results import RobustnessRecord
+    from robustlab.suites import build_suite
+
+    suite = build_suite("pgd_linf", None, epsilons=["2/255", "8/255"], steps=[1, 20])
+    assert [(c.name, c.level) for c in suite.conditions] == [
+        ("pgd1", 2 / 255),
+        ("pgd20", 2 / 255),
+        ("pgd1", 8 / 255),
+        ("pgd20", 8 / 255),
+    ]
+    weak = [
+        RobustnessRecord("pgd_linf", "pgd1", e, "acc", v)
+        for e, v in ((2 / 255, 0.7), (8 / 255, 0.5))
+    ]
+    strong = [
+        RobustnessRecord("pgd_linf", "pgd20", e, "acc", v)
+        for e, v in ((2 / 255, 0.6), (8 / 255, 0.2))
+    ]
+    records = weak + strong if weaker_first else strong + weak
+    assert suite.summarize(records) == {
+        "pgd_linf/acc@2/255": 0.6,
+        "pgd_linf/acc@8/255": 0.2,
+        "pgd_linf/mean_acc": pytest.approx(0.4),
+    }
+    assert suite.sanity_violations(records, clean_acc=0.9) == []
+    # more steps helping the model is flagged, with the clean reference it was given
+    rising = [*weak, RobustnessRecord("pgd_linf", "pgd20", 8 / 255, "acc", 0.55)]
+    (flag,) = suite.sanity_violations(rising, clean_acc=0.9)
+    assert "from 0.5000 to 0.5500 when steps grows from 1 to 20" in flag
+    (flag,) = suite.sanity_violations(weak, clean_acc=0.65)
+    assert "robust accuracy 0.7000 at eps=0.00784314, steps=1 exceeds clean accuracy 0.6500" in flag
 
 
 # --------------------------------------------------------------------------- trained model
@@ -400,13 +784,58 @@ def test_robust_accuracy_inputs(digits):
     assert math.isclose(from_loader, robust_accuracy(model, (x, y), None), abs_tol=0.01)
 
 
+class _FirstPixelSign(nn.Module):
+    """Parameter-free model: class 1 iff the first pixel is above 0.5."""
+
+    def forward(self, x):
+        v = x.flatten(1)[:, :1] - 0.5
+        return torch.cat([-v, v], dim=1)
+
+
+def test_robust_accuracy_counts_every_example_and_passes_the_generator_only_when_accepted():
+    model = _FirstPixelSign()  # no parameters or buffers: runs on the CPU
+    x = torch.tensor([0.9, 0.1, 0.8, 0.2, 0.7]).view(5, 1, 1, 1)
+    y = torch.tensor([1, 0, 0, 0, 1])
+    assert robust_accuracy(model, (x, y), None, batch_size=2) == pytest.approx(4 / 5)
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]  # a list of two (x, y) batches, not a pair
+    assert robust_accuracy(model, batches, None) == pytest.approx(4 / 5)
+    g, calls = _gen(0), []
+
+    def flip_with_generator(model_, x_, y_, generator="not passed"):
+        calls.append((model_, x_, y_, generator))
+        return 1.0 - x_
+
+    def flip(model_, x_, y_):
+        calls.append((model_, x_, y_))
+        return 1.0 - x_
+
+    class Unreadable:  # its signature cannot be read: called without the generator
+        __signature__ = "not a signature"
+
+        def __call__(self, model_, x_, y_):
+            return flip(model_, x_, y_)
+
+    assert robust_accuracy(model, (x, y), flip_with_generator, generator=g) == pytest.approx(1 / 5)
+    (m, xa, ya, ga), = calls
+    assert m is model and torch.equal(xa, x) and torch.equal(ya, y) and ga is g
+    calls.clear()
+    robust_accuracy(model, (x, y), flip_with_generator)
+    assert calls[0][3] == "not passed"
+    calls.clear()
+    for attack in (flip, Unreadable()):
+        assert robust_accuracy(model, (x, y), attack, generator=g) == pytest.approx(1 / 5)
+    assert len(calls) == 2 and all(len(c) == 3 and torch.equal(c[1], x) for c in calls)
+    assert all(c[0] is model and torch.equal(c[2], y) for c in calls)
+    # uint8 images are scaled to [0, 1]; an explicit device; one example; no example at all
+    x8 = (x * 255).round().to(torch.uint8)
+    assert robust_accuracy(model, (x8, y), None, "cpu", batch_size=3) == pytest.approx(4 / 5)
+    assert robust_accuracy(model, (x[:1], y[:1]), None, device="cpu") == 1.0
+    with pytest.raises(ConfigError, match="no examples"):
+        robust_accuracy(model, [], None)
+
+
 @pytest.mark.parametrize(
-    ("backend", "module"),
-    [
-        ("reference", "autoattack"),
-        ("pyautoattack", "pyautoattack"),
-        ("torchattacks", "torchattacks"),
-    ],
+    ("backend", "module"), [("reference", "pyautoattack"), ("torchattacks", "torchattacks")]
 )
 def test_autoattack_backends(digits, backend, module):
     pytest.importorskip(module)
@@ -421,19 +850,36 @@ def test_autoattack_backends(digits, backend, module):
     assert robust_accuracy(model, (adv, y), None) <= 0.05
     assert not model.training and all(p.grad is None for p in model.parameters())
     assert torch.equal(autoattack(model, x, y, eps=0, backend=backend), x)
+    built = build_attack("autoattack", eps="8/255", backend=backend)
+    assert built == AutoAttack(eps=8 / 255, backend=backend) and built.version == "standard"
+    assert AutoAttack(eps=0.3, backend=backend).provenance() == {
+        "backend": backend,
+        "package": module,
+        "package_version": importlib.metadata.version(module),
+    }
 
 
-def test_autoattack_missing_backend_names_the_package(monkeypatch, linear):
+def test_missing_autoattack_backend_is_a_config_error_naming_pip(monkeypatch, linear):
     model, _ = linear
-    for module in ("autoattack", "pyautoattack", "torchattacks"):
-        monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
-    x = torch.full((1, 1, 3, 3), 0.5)
-    with pytest.raises(RobustlabError, match="pip install pyautoattack"):
-        autoattack(model, x, torch.zeros(1, dtype=torch.long), eps=0.1)
-    with pytest.raises(RobustlabError, match="'reference' is not installed"):
-        AutoAttack(eps=0.1, backend="reference")(model, x, torch.zeros(1, dtype=torch.long))
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # makes the import fail
+    monkeypatch.setitem(sys.modules, "torchattacks", None)
+    x, y = torch.full((1, 1, 3, 3), 0.5), torch.zeros(1, dtype=torch.long)
+    message = "AutoAttack backend 'reference' needs the 'pyautoattack' package: " + (
+        'pip install "robustlab[autoattack]"'
+    )
+    with pytest.raises(ConfigError) as err:
+        build_attack("autoattack", eps=0.1)  # building checks, before anything runs
+    assert str(err.value) == message
+    with pytest.raises(ConfigError, match="pip install torchattacks$"):
+        AutoAttack(eps=0.1, backend="torchattacks")
+    with pytest.raises(ConfigError, match=r"pip install \"robustlab\[autoattack\]\""):
+        autoattack(model, x, y, eps=0.1)
+    with pytest.raises(
+        ConfigError, match=r"backend must be one of \['reference', 'torchattacks'\]"
+    ):
+        AutoAttack(eps=0.1, backend="auto")
     with pytest.raises(ConfigError, match="version must be one of"):
-        autoattack(model, x, torch.zeros(1, dtype=torch.long), eps=0.1, version="fast")
+        autoattack(model, x, y, eps=0.1, version="fast")
 
 
 @pytest.mark.slow

@@ -30,13 +30,7 @@ from robustlab.models.shufflenetv2 import channel_shuffle
 REQUIRED = {"wide_resnet": {"depth": 10, "widen_factor": 1}, "cifar_resnet": {"depth": 8}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small convolutions: one thread is faster than two on a shared, busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _build(name: str, num_classes: int, in_channels: int, **kwargs) -> nn.Module:
@@ -323,7 +317,8 @@ def test_unknown_and_missing_kwargs_are_named() -> None:
         build_backbone("resnet20", 10, 3, widen=2)
     with pytest.raises(
         ConfigError,
-        match=r"does not take \['droput'\]; accepted keys: depth, widen_factor, dropout",
+        match=r"does not take \['droput'\] \(did you mean 'dropout'\?\); accepted keys: depth, "
+        r"widen_factor, dropout",
     ):
         build_backbone("wide_resnet", 10, 3, droput=0.3, depth=16, widen_factor=2)
     with pytest.raises(ConfigError, match=r"needs \['depth', 'widen_factor'\]"):

@@ -25,6 +25,8 @@ from robustlab.report import (
     to_markdown,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
+
 LINF = {"suite": "pgd_linf", "condition": "pgd20", "level": 0.0313725, "metric": "acc"}
 
 
@@ -453,3 +455,252 @@ def test_cli_plots_and_wandb_offline(leveled: Path, tmp_path: Path, capsys, monk
     err = capsys.readouterr().err
     assert "clean/acc" in err and "distortions/acc, near_duplicate/pr_precision" in err
     assert not fresh.exists()  # nothing half-written
+
+
+# --------------------------------------------------------------------------- report defaults
+
+
+def test_default_columns_leave_out_clean_acc_that_repeats_test_acc(tmp_path: Path, capsys) -> None:
+    """clean/acc measured on the whole test set is test/acc under a second name (up to float32
+    rounding): the default table shows it once. On a subset it is another number and stays."""
+    same = tmp_path / "same"
+    for seed, acc in ((0, 0.9), (1, 0.95)):
+        summary = {"clean/acc": acc + 3e-8, "clean/ece": 0.05, "pgd_linf/acc@8/255": 0.4}
+        write_run(same / f"s{seed}", seed=seed, acc=acc, summary=summary)
+    assert main([str(same)]) == 0
+    header = md_row(capsys.readouterr().out, "group")
+    assert header == ["group", "n", "test/acc (%)", "clean/ece", "pgd_linf/acc@8/255 (%)"]
+    subset = tmp_path / "subset"
+    write_run(subset / "s0", seed=0, acc=0.9, summary={"clean/acc": 0.93})
+    write_run(subset / "s1", seed=1, acc=0.95, summary={"clean/acc": 0.95})
+    assert main([str(subset)]) == 0
+    assert md_row(capsys.readouterr().out, "group") == [
+        "group",
+        "n",
+        "test/acc (%)",
+        "clean/acc (%)",
+    ]
+
+
+# --------------------------------------------------------------------------- evaluation report
+
+
+
+@pytest.fixture(scope="module")
+def digits_eval():
+    """A small CNN trained for a few seconds on the bundled digits, its datamodule, and a
+    one-process CPU trainer for the suites."""
+    import pytorch_lightning as pl
+    import torch
+    import torch.nn.functional as F
+
+    from robustlab.data import build_datamodule
+    from robustlab.models import build_classifier
+
+    datamodule = build_datamodule("digits", root=".", seed=0)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_classifier(
+            "small_cnn",
+            num_classes=10,
+            in_channels=1,
+            mean=datamodule.mean,
+            std=datamodule.std,
+            width=8,
+        )
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        for images, labels in datamodule.train_dataloader():  # one epoch
+            loss = F.cross_entropy(model(images.float() / 255), labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.zero_grad(set_to_none=True)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        inference_mode=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    return model.eval(), datamodule, trainer
+
+
+def test_each_suite_is_compared_with_clean_accuracy_on_its_own_images(digits_eval, tmp_path):
+    """A suite limited to the first n images is checked against the clean accuracy of those n
+    images, not of the whole test set: PGD at ε = 0 is the clean accuracy of its images and at
+    ε = 1e-4 fools none of them, so neither may raise "robust above clean" where the first n
+    images are easier than the whole set (before the fix it did: 0.3667 vs 0.2869).
+    report.md states the image count and the reference next to the numbers."""
+    import torch
+
+    from robustlab.evaluation import run_suites
+    from robustlab.evaluation.report_card import write_report_card
+    from robustlab.results import Results
+
+    model, datamodule, trainer = digits_eval
+    images, labels = datamodule.test_arrays()
+    with torch.no_grad():
+        correct = model(images.float() / 255).argmax(1).eq(labels).double()
+    whole = correct.mean().item()
+    prefix = correct.cumsum(0) / torch.arange(1, len(correct) + 1)
+    n = next(k for k in range(30, len(correct)) if prefix[k - 1] > whole + 0.02)  # easier images
+    suites = {"clean": {}, "pgd_linf": {"epsilons": [0, 1e-4], "steps": [1], "max_images": n}}
+    run = run_suites(suites, model, datamodule, trainer, seed=0)
+    assert run.summary["clean/acc"] == pytest.approx(whole, abs=1e-9)
+    assert run.summary["pgd_linf/acc@0"] == pytest.approx(prefix[n - 1].item(), abs=1e-9)
+    assert run.summary["pgd_linf/acc@0.0001"] == run.summary["pgd_linf/acc@0"]
+    assert run.suites["clean"] == {"images": len(labels), "clean_acc": run.summary["clean/acc"]}
+    assert run.suites["pgd_linf"] == {
+        "images": n,
+        "clean_acc": pytest.approx(prefix[n - 1].item(), abs=1e-9),
+    }
+    assert run.warnings == []
+    results = Results(
+        "erm",
+        "digits",
+        "small_cnn",
+        0,
+        robustness=run.records,
+        summary=run.summary,
+        provenance={"suites": run.suites},
+    )
+    report = write_report_card(results, tmp_path, warnings=run.warnings).read_text()
+    clean_line = f"{n:,} test images; clean accuracy on these images {prefix[n - 1]:.4f}"
+    assert f"## pgd_linf\n\n{clean_line}\n" in report
+    assert f"| pgd_linf/acc@0 | {run.summary['pgd_linf/acc@0']:.4f} | {n} |" in report
+    assert f"| clean/acc | {whole:.4f} | {len(labels)} |" in report
+
+
+def test_report_plot_is_readable_at_19_corruptions_by_5_severities(tmp_path):
+    """Small multiples: one panel per corruption holding exactly its five values, the clean
+    reference as a dashed line in every panel, and the legend below every panel (no overlap)."""
+    import matplotlib.pyplot as plt
+
+    from robustlab.evaluation.report_card import plot_suite, suite_panels
+    from robustlab.reporting.plots import panel_figure
+    from robustlab.results import RobustnessRecord
+
+    names = [f"corruption_{i:02d}" for i in range(19)]
+    records = [
+        RobustnessRecord("corruptions", c, s, "acc", 0.9 - 0.01 * i - 0.1 * s)
+        for s in (5, 3, 1, 4, 2)  # any order
+        for i, c in enumerate(names)
+    ]
+    fig = panel_figure(
+        suite_panels(records, "acc"),
+        "corruptions",
+        "acc",
+        title="corruptions: acc",
+        reference=0.95,
+        reference_label="clean accuracy on the same images",
+    )
+    fig.canvas.draw()
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == names
+    for i, ax in enumerate(panels):
+        curve, reference = ax.get_lines()[0], ax.get_lines()[-1]
+        assert list(curve.get_xdata()) == [1, 2, 3, 4, 5]
+        assert list(curve.get_ydata()) == pytest.approx(
+            [0.9 - 0.01 * i - 0.1 * s for s in range(1, 6)]
+        )
+        assert list(reference.get_ydata()) == [0.95, 0.95] and reference.get_linestyle() == "--"
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    assert all(box.y1 <= ax.get_tightbbox().y0 for ax in panels)  # under every panel
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "acc",
+        "clean accuracy on the same images",
+    ]
+    plt.close(fig)
+    png = plot_suite("corruptions", records, "acc", tmp_path / "c.png", clean_acc=0.95)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_autoattack_backend_and_version_are_recorded(digits_eval, tmp_path):
+    """The reference AutoAttack runs as a suite on a tiny model; its accuracy is the one the
+    backend gives on the same images, and results.json / report.md name backend and version."""
+    pytest.importorskip("pyautoattack")
+    from importlib.metadata import version
+
+    import torch
+
+    from robustlab.attacks import autoattack
+    from robustlab.evaluation import run_suites
+    from robustlab.evaluation.report_card import write_report_card
+    from robustlab.results import Results, read_results, write_results
+
+    model, datamodule, trainer = digits_eval
+    options = {"attack": "autoattack", "backend": "reference", "epsilons": [0.1]}
+    run = run_suites({"autoattack": {**options, "max_images": 30}}, model, datamodule, trainer)
+    images, labels = datamodule.test_arrays()
+    x, y = images[:30].float() / 255, labels[:30]
+    adversarial = autoattack(model, x, y, eps=0.1, backend="reference", seed=0)
+    with torch.no_grad():
+        expected = model(adversarial).argmax(1).eq(y).double().mean().item()
+        clean = model(x).argmax(1).eq(y).double().mean().item()
+    assert expected < clean  # at ε = 0.1 APGD-CE alone fools all 30: seconds, not minutes
+    (record,) = run.records
+    assert (record.condition, record.level, record.value) == (
+        "autoattack-standard",
+        0.1,
+        expected,
+    )
+    implementation = {"backend": "reference", "package": "pyautoattack"}
+    implementation["package_version"] = version("pyautoattack")
+    described = {"images": 30, "clean_acc": pytest.approx(clean, abs=1e-9), **implementation}
+    assert run.suites == {"autoattack": described}
+    results = Results(
+        "erm",
+        "digits",
+        "small_cnn",
+        0,
+        robustness=run.records,
+        summary=run.summary,
+        provenance={"suites": run.suites},
+    )
+    assert read_results(write_results(results, tmp_path))["provenance"]["suites"] == run.suites
+    report = write_report_card(results, tmp_path).read_text()
+    assert f"implementation: reference (pyautoattack {version('pyautoattack')})" in report
+
+
+def test_missing_autoattack_backend_stops_before_any_suite_runs(digits_eval, monkeypatch):
+    import pytorch_lightning as pl
+
+    from robustlab.errors import ConfigError
+    from robustlab.evaluation import run_suites
+
+    model, datamodule, _ = digits_eval
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    monkeypatch.setitem(sys.modules, "pyautoattack", None)  # not installed
+    suites = {"clean": {}, "autoattack": {"attack": "autoattack", "backend": "reference"}}
+    with pytest.raises(
+        ConfigError,
+        match=r'needs the .pyautoattack. package: pip install "robustlab\[autoattack\]"$',
+    ):
+        run_suites(suites, model, datamodule, trainer)
+    assert trainer.state.fn is None  # the clean suite before it never started
+    suites["autoattack"].pop("backend")
+    with pytest.raises(ConfigError, match="suite.autoattack.backend must name the AutoAttack"):
+        run_suites(suites, model, datamodule, trainer)
+
+
+def test_report_card_skips_the_plot_when_no_condition_has_two_levels(tmp_path):
+    """Each condition measured at one level (but at different levels across conditions) has no
+    curve to draw: the report keeps its tables and writes no plot (it used to divide by zero)."""
+    from robustlab.evaluation.report_card import write_report_card
+    from robustlab.results import Results, RobustnessRecord
+
+    records = [
+        RobustnessRecord("distortions", "jpeg", 50, "acc", 0.81),
+        RobustnessRecord("distortions", "thumbnail", 0.5, "acc", 0.74),
+    ]
+    results = Results(
+        method="erm", data="digits", model="small_cnn", seed=0, robustness=records
+    )
+    report = write_report_card(results, tmp_path).read_text()
+    assert "| jpeg |" in report and "0.8100" in report and "0.7400" in report
+    assert "![" not in report and not (tmp_path / "plots").exists()

@@ -9,7 +9,7 @@ Attacks: :func:`pgd`, :func:`fgsm`, :func:`autoattack`; config objects :class:`A
 
 from __future__ import annotations
 
-from robustlab.attacks.autoattack import autoattack, autoattack_backend
+from robustlab.attacks.autoattack import autoattack, backend_provenance
 from robustlab.attacks.config import ATTACKS, Attack, AutoAttack, build_attack
 from robustlab.attacks.evaluation import robust_accuracy, sanity_flags
 from robustlab.attacks.gradients import input_gradient
@@ -34,7 +34,7 @@ __all__ = [
     "Objective",
     "ascent_direction",
     "autoattack",
-    "autoattack_backend",
+    "backend_provenance",
     "build_attack",
     "clamp_images",
     "cross_entropy",

@@ -1,14 +1,14 @@
 """AutoAttack (Croce & Hein, ICML 2020): the standard ensemble for reporting robust accuracy.
 
-We wrap an existing implementation rather than re-implement it. Backends, in order of preference
-for ``backend="auto"``:
+We wrap an existing implementation rather than re-implement it. The backend is always chosen
+explicitly (``suite.autoattack.backend``) and recorded with its version in results.json:
 
-1. ``"reference"`` — module ``autoattack`` from github.com/fra31/auto-attack (not on PyPI:
-   ``pip install git+https://github.com/fra31/auto-attack``).
-2. ``"pyautoattack"`` — PyPI package ``pyautoattack`` (0.2.0), a packaging of the reference code
-   by its authors with a keyword-only API; attacks and settings are the reference ones.
-3. ``"torchattacks"`` — ``torchattacks`` (3.5.1) components assembled here to match the reference
-   "standard" / "plus" / "rand" settings as closely as torchattacks allows (see :func:`autoattack`).
+- ``"reference"`` — the authors' code, packaged on PyPI as ``pyautoattack``
+  (``pip install "robustlab[autoattack]"``); attacks, settings and the automatic checks of the
+  reference implementation (github.com/fra31/auto-attack).
+- ``"torchattacks"`` — ``torchattacks`` components assembled here to match the reference
+  "standard" / "plus" / "rand" settings as closely as torchattacks allows (see :func:`autoattack`);
+  ``pip install torchattacks`` (its pins downgrade requests/urllib3, hence not a robustlab extra).
 
 Standard version (reference): APGD-CE (100 iterations, 1 restart, ρ = 0.75) → APGD-T (targeted
 DLR, 100 iterations, 9 target classes) → FAB-T (100 iterations, 9 target classes) → Square
@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 import torch
@@ -27,29 +28,20 @@ from torch import Tensor, nn
 
 from robustlab.attacks.gradients import as_autograd_tensor, gradient_context
 from robustlab.attacks.norms import check_eps, check_norm
-from robustlab.errors import RobustlabError, check
+from robustlab.errors import ConfigError, check
 
 log = logging.getLogger(__name__)
 
-BACKENDS: tuple[str, ...] = ("auto", "reference", "pyautoattack", "torchattacks")
 VERSIONS: tuple[str, ...] = ("standard", "plus", "rand")
-_MODULES = {
-    "reference": "autoattack",
-    "pyautoattack": "pyautoattack",
-    "torchattacks": "torchattacks",
+#: backend name -> (module imported, distribution on PyPI, pip command that installs it)
+BACKENDS: dict[str, tuple[str, str, str]] = {
+    "reference": ("pyautoattack", "pyautoattack", 'pip install "robustlab[autoattack]"'),
+    "torchattacks": ("torchattacks", "torchattacks", "pip install torchattacks"),
 }
 _NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 N_TARGET_CLASSES = 9  # reference APGD-T / FAB-T target count (torchattacks would use K − 1)
 STEPS = 100  # reference APGD / FAB iterations (torchattacks defaults to 10)
 SQUARE_QUERIES = 5000
-
-
-def _importable(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
 
 
 def check_version(version: str) -> str:
@@ -62,59 +54,34 @@ def check_version(version: str) -> str:
 
 
 def check_backend(backend: str) -> str:
-    """Validate an AutoAttack backend name."""
+    """Validate an AutoAttack backend name and that it is installed (ConfigError otherwise)."""
     check(
         backend in BACKENDS,
-        f"AutoAttack backend must be one of {list(BACKENDS)}, got {backend!r}",
+        f"AutoAttack backend must be one of {list(BACKENDS)} (reference = the authors' code, "
+        f"pyautoattack), got {backend!r}",
     )
+    module, _, install = BACKENDS[backend]
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            f"AutoAttack backend {backend!r} needs the {module!r} package: {install}"
+        ) from None
     return backend
 
 
-def autoattack_backend(backend: str = "auto") -> str:
-    """The backend :func:`autoattack` would use: an installed one, by preference for ``"auto"``."""
+def backend_provenance(backend: str) -> dict[str, str]:
+    """What ran: ``{"backend": ..., "package": ..., "package_version": ...}`` for results.json."""
     check_backend(backend)
-    candidates = ["reference", "pyautoattack", "torchattacks"] if backend == "auto" else [backend]
-    for name in candidates:
-        if _importable(_MODULES[name]):
-            return name
-    hint = (
-        "install the reference implementation "
-        "(pip install git+https://github.com/fra31/auto-attack), or `pip install pyautoattack`, "
-        "or `pip install torchattacks` (robustlab[dev])"
-        if backend == "auto"
-        else f"install it (pip install {_MODULES[backend]}) or use backend='auto'"
-    )
-    raise RobustlabError(f"AutoAttack backend {backend!r} is not installed; {hint}")
+    _, distribution, _ = BACKENDS[backend]
+    try:
+        version = metadata.version(distribution)
+    except metadata.PackageNotFoundError:  # importable but not installed as a distribution
+        version = str(getattr(importlib.import_module(BACKENDS[backend][0]), "__version__", "?"))
+    return {"backend": backend, "package": distribution, "package_version": version}
 
 
 def _run_reference(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    norm: str,
-    eps: float,
-    version: str,
-    seed: int,
-    batch_size: int,
-    verbose: bool,
-) -> Tensor:
-    from autoattack import AutoAttack  # type: ignore[import-not-found]
-
-    adversary = AutoAttack(
-        model,
-        norm=_NORM_NAMES[norm],
-        eps=eps,
-        version=version,
-        seed=seed,
-        device=x.device,
-        verbose=verbose,
-    )
-    out = adversary.run_standard_evaluation(x, y, bs=batch_size)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _run_pyautoattack(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
@@ -249,7 +216,6 @@ def _run_torchattacks(
 
 _RUNNERS: dict[str, Callable[..., Tensor]] = {
     "reference": _run_reference,
-    "pyautoattack": _run_pyautoattack,
     "torchattacks": _run_torchattacks,
 }
 
@@ -264,7 +230,7 @@ def autoattack(
     version: str = "standard",
     seed: int = 0,
     batch_size: int = 250,
-    backend: str = "auto",
+    backend: str = "reference",
     verbose: bool = False,
 ) -> Tensor:
     """AutoAttack adversarial examples for ``(x, y)`` (Croce & Hein 2020); robust accuracy is
@@ -287,23 +253,23 @@ def autoattack(
       ``checks`` module, "flags" in RobustBench) are not run, so numbers can differ slightly.
     - The cascade (each attack only on still-robust points, batches of ``batch_size``) is ours
       and mirrors the reference ``run_standard_evaluation``.
-    - L1 is not supported (the reference supports it); use ``backend="reference"`` for L1.
+    - L1 is not supported here (the reference supports it).
 
     Raises:
-        RobustlabError: no backend is installed (names the package to install).
-        ConfigError: invalid eps, norm, version or backend.
+        ConfigError: invalid eps, norm, version or backend, or the backend is not installed
+            (the message names the pip command).
     """
     norm = check_norm(norm)
     eps = check_eps(eps)
     check_version(version)
     check(int(batch_size) >= 1, f"AutoAttack batch_size must be >= 1, got {batch_size!r}")
-    chosen = autoattack_backend(backend)
+    check_backend(backend)
     if eps == 0 or x.shape[0] == 0:
         return x.detach().clone()
     devices = [x.device] if x.is_cuda else []
     with torch.random.fork_rng(devices=devices), gradient_context():
         x_in, y_in = as_autograd_tensor(x), as_autograd_tensor(y)
-        x_adv = _RUNNERS[chosen](
+        x_adv = _RUNNERS[backend](
             model,
             x_in,
             y_in,

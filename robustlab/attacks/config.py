@@ -17,7 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from robustlab.attacks.autoattack import autoattack, check_backend, check_version
+from robustlab.attacks.autoattack import (
+    autoattack,
+    backend_provenance,
+    check_backend,
+    check_version,
+)
 from robustlab.attacks.norms import check_eps, check_norm
 from robustlab.attacks.objectives import Objective
 from robustlab.attacks.pgd import check_counts, madry_step_size, pgd
@@ -130,13 +135,17 @@ class Attack:
 
 @dataclass(frozen=True)
 class AutoAttack:
-    """AutoAttack (Croce & Hein, ICML 2020) as a config object; see :func:`autoattack`."""
+    """AutoAttack (Croce & Hein, ICML 2020) as a config object; see :func:`autoattack`.
+
+    Building one checks that ``backend`` is installed (ConfigError naming the pip command), so
+    a missing backend stops a run before any work.
+    """
 
     norm: str = "linf"
     eps: float = 8 / 255
     version: str = "standard"
     seed: int = 0
-    backend: str = "auto"
+    backend: str = "reference"
     batch_size: int = 250
     name: str = "autoattack"
 
@@ -150,6 +159,10 @@ class AutoAttack:
     @property
     def label(self) -> str:
         return f"AutoAttack-{self.version} {self.norm} eps={format_level(self.eps)}"
+
+    def provenance(self) -> dict[str, str]:
+        """The implementation that runs: backend, package and package version."""
+        return backend_provenance(self.backend)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

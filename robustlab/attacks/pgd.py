@@ -173,7 +173,9 @@ def pgd(
             1-restart run, so more restarts never lower attack success.
         targeted: minimise the objective towards the labels ``y`` instead of maximising it.
         objective: ``objective(model, x_adv, y) -> (B,)`` to maximise; default cross-entropy.
-        generator: source of the random starts (same seed ⇒ same result).
+        generator: source of the random starts (same seed ⇒ same result): a
+            ``torch.Generator`` or per-image streams (:mod:`robustlab.randomness`; each
+            restart draws the next start from every image's own stream).
         stop_on_success: evaluation mode: an example is frozen at the first iterate that
             fools the model (it is then a valid adversarial example) and only the others are
             attacked further. Robust accuracy becomes "no iterate fooled the model", at least

@@ -1,17 +1,19 @@
 """``report.md`` and PNG plots for one evaluated model (and the same to wandb when active).
 
-Per suite: a table of the metric by condition × level, and a plot of the metric against the
-level (accuracy vs severity per corruption, robust accuracy vs ε per attack), plus the sanity
-checks the suites raised (e.g. robust accuracy above clean accuracy).
+Per suite: its image count and the clean accuracy on those same images, a table of the metric
+by condition × level, and small multiples of the metric against the level (accuracy vs severity
+per corruption, robust accuracy vs ε per attack) with the clean accuracy as a dashed line, plus
+the sanity checks the suites raised (e.g. robust accuracy above clean accuracy).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from robustlab.reporting.plots import level_axis_label
+from robustlab.reporting.plots import draw_panels, leveled_conditions
 from robustlab.results import Results, RobustnessRecord, format_level
 
 
@@ -46,47 +48,59 @@ def _numeric(records: Sequence[RobustnessRecord]) -> bool:
     return all(isinstance(r.level, (int, float)) for r in records)
 
 
-def plot_suite(suite: str, records: Sequence[RobustnessRecord], metric: str, path: Path) -> Path:
-    """Line plot of ``metric`` vs level, one line per condition."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for r in records:
+def suite_panels(records: Sequence[RobustnessRecord], metric: str) -> dict[str, dict[str, list]]:
+    """``{condition: {metric: [(level, value, None, 1), ...]}}``: the panels of one run's suite."""
+    panels: dict[str, dict[str, list]] = defaultdict(lambda: {metric: []})
+    for r in sorted(records, key=lambda r: _level_key(r.level)):
         if r.metric == metric:
-            lines[r.condition].append((float(r.level), r.value))
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for index, (condition, points) in enumerate(lines.items()):
-        points.sort()
-        style = ("-", "--", ":")[index // 10 % 3]  # the colour cycle has 10 colours
-        ax.plot(
-            [p[0] for p in points],
-            [p[1] for p in points],
-            marker="o",
-            linestyle=style,
-            label=condition,
+            panels[r.condition][metric].append((float(r.level), r.value, None, 1))
+    return dict(panels)
+
+
+def plot_suite(
+    suite: str,
+    records: Sequence[RobustnessRecord],
+    metric: str,
+    path: Path,
+    *,
+    clean_acc: float | None = None,
+) -> Path:
+    """Small multiples of ``metric`` vs level, one panel per condition; for accuracy, a dashed
+    line at the clean accuracy measured on the same images."""
+    reference = clean_acc if metric == "acc" else None
+    return draw_panels(
+        suite_panels(records, metric),
+        suite,
+        metric,
+        path,
+        title=f"{suite}: {metric}",
+        reference=reference,
+        reference_label="clean accuracy on the same images",
+    )
+
+
+def suite_line(info: Mapping[str, Any]) -> str:
+    """What a suite ran on: its image count, the clean accuracy on those images, and the attack
+    implementation where one was chosen (``provenance.suites.<suite>`` of results.json)."""
+    parts = []
+    if info.get("images") is not None:
+        parts.append(f"{info['images']:,} test images")
+    if info.get("clean_acc") is not None:
+        parts.append(f"clean accuracy on these images {info['clean_acc']:.4f}")
+    if info.get("backend"):
+        parts.append(
+            f"implementation: {info['backend']} ({info['package']} {info['package_version']})"
         )
-    levels = sorted({p[0] for pts in lines.values() for p in pts})
-    ax.set_xticks(levels, [format_level(x) for x in levels], fontsize=8)
-    ax.set_xlabel(level_axis_label(suite, metric))
-    ax.set_ylabel(metric)
-    ax.set_title(f"{suite}: {metric}")
-    ax.grid(alpha=0.3)
-    if len(lines) > 1:
-        ax.legend(fontsize=7, ncol=2 if len(lines) > 8 else 1)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return "; ".join(parts)
 
 
 def write_report_card(
     results: Results, run_dir: Path, *, warnings: Sequence[str] = (), loggers: Sequence = ()
 ) -> Path:
-    """Write ``run_dir/report.md`` and ``run_dir/plots/<suite>.png``; returns the report path."""
+    """Write ``run_dir/report.md`` and ``run_dir/plots/<suite>_<metric>.png``; returns the
+    report path. Every number is shown with the image count of its suite."""
     run_dir = Path(run_dir)
+    suites: Mapping[str, Mapping[str, Any]] = results.provenance.get("suites") or {}
     lines = [
         f"# Robustness report: {results.method} / {results.model} on {results.data}",
         "",
@@ -97,26 +111,29 @@ def write_report_card(
         "",
     ]
     if results.summary:
-        lines += ["## Summary", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in sorted(results.summary.items())]
+        lines += ["## Summary", "", "| metric | value | images |", "|---|---|---|"]
+        for key, value in sorted(results.summary.items()):
+            count = suites.get(key.split("/")[0], {}).get("images")
+            lines.append(f"| {key} | {value:.4f} | {'' if count is None else count} |")
         lines.append("")
     lines += ["## Sanity checks", ""]
     lines += [f"- ⚠ {w}" for w in warnings] or ["- all passed"]
     lines.append("")
     images = {}
     for suite, records in _by_suite(results.robustness).items():
+        info = suites.get(suite, {})
         lines += [f"## {suite}", ""]
+        lines += [suite_line(info), ""] if suite_line(info) else []
         for metric in sorted({r.metric for r in records}):
             lines += [f"**{metric}**", "", suite_table(records, metric), ""]
-            levels = {r.level for r in records if r.metric == metric}
-            if _numeric(records) and len(levels) > 1:
+            if _numeric(records) and leveled_conditions(suite_panels(records, metric)):
                 name = f"{suite}_{metric}.png"
                 plot_suite(
                     suite,
                     records,
                     metric,
-                    (run_dir / "plots").mkdir(parents=True, exist_ok=True)
-                    or run_dir / "plots" / name,
+                    run_dir / "plots" / name,
+                    clean_acc=info.get("clean_acc"),
                 )
                 images[f"{suite}/{metric}"] = run_dir / "plots" / name
                 lines += [f"![{suite} {metric}](plots/{name})", ""]

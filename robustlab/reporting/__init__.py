@@ -6,7 +6,8 @@ CSV, optionally next to a paper's reference numbers. Rules:
 
 - Columns: robustness records become "{suite}/{condition}@{level}/{metric}" with compact levels
   (3 -> "3", 0.0313725 -> "8/255", else 4 significant digits). Default columns: test/acc plus
-  every summary key present in all groups (plus the metrics of matching reference rows);
+  every summary key present in all groups, less any key equal to an earlier column in every run
+  (clean/acc on the whole test set is test/acc), plus the metrics of matching reference rows;
   --metrics picks columns by name or fnmatch glob, e.g. 'distortions/*/acc'.
 - Percent: a column is shown x 100 with "(%)" when every measured value lies in [0, 1] and its
   name contains the word "acc"/"accuracy" (default), any name (--percent) or never

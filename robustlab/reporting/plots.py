@@ -13,10 +13,14 @@ import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from robustlab.errors import RobustlabError
 from robustlab.reporting.grouping import Group
 from robustlab.results import format_level
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: conditions whose distortion grows as the level *falls* (quality, scale)
 STRONGER_AT_LOWER_LEVELS = frozenset({"jpeg", "thumbnail"})
@@ -82,21 +86,50 @@ def plot_comparison(groups: Sequence[Group], name: str, path: str | Path) -> Pat
     check_plottable(groups, [name])
     suite, _, metric = name.partition("/")
     data = curves(groups, suite, metric)
+    order = [g.label for g in groups]
+    return draw_panels(
+        data, suite, metric, path, title=f"{name} (mean ± std over seeds)", order=order
+    )
+
+
+def leveled_conditions(panels: dict[str, dict[str, list[Point]]]) -> list[str]:
+    """The conditions of ``panels`` measured at two or more levels (the ones with a curve)."""
+    return [c for c in panels if len({p[0] for pts in panels[c].values() for p in pts}) > 1]
+
+
+def panel_figure(
+    panels: dict[str, dict[str, list[Point]]],
+    suite: str,
+    metric: str,
+    *,
+    title: str,
+    order: Sequence[str] = (),
+    reference: float | None = None,
+    reference_label: str = "",
+) -> Figure:
+    """Small multiples: one panel per condition of ``panels`` (``{condition: {line label:
+    points}}``) measured at two or more levels, shared y axis, one line per label with ± std
+    error bars, an optional dashed horizontal ``reference`` line (e.g. clean accuracy) and one
+    legend below the panels, never over the data. Readable at 19 conditions × 5 levels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    conditions = [c for c in data if len({p[0] for pts in data[c].values() for p in pts}) > 1]
-    labels = [g.label for g in groups if any(g.label in data[c] for c in conditions)]
-    cols = min(4, len(conditions))
+    conditions = leveled_conditions(panels)
+    if not conditions:
+        raise ValueError("no condition of these panels has two or more levels to draw")
+    present = {label for c in conditions for label in panels[c]}
+    labels = [x for x in order if x in present] + sorted(present - set(order))
+    cols = min(5 if len(conditions) > 12 else 4, len(conditions))
     rows = -(-len(conditions) // cols)
-    legend = 0.17 * len(labels) / (1 if len(labels) > 4 else 2) + 0.3  # inches
-    height = 3.2 * rows + legend
-    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, height), squeeze=False)
+    entries = len(labels) + (reference is not None)
+    legend = 0.17 * entries / (1 if entries > 4 else 2) + 0.3  # inches
+    height = 2.6 * rows + legend + 0.4
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, height), squeeze=False, sharey=True)
     handles = {}
     for ax, condition in zip(axes.flat, conditions, strict=False):
-        for label, points in data[condition].items():
+        for label, points in panels[condition].items():
             index = labels.index(label)
             handles[label] = ax.errorbar(
                 [p[0] for p in points],
@@ -108,28 +141,42 @@ def plot_comparison(groups: Sequence[Group], name: str, path: str | Path) -> Pat
                 linestyle=("-", "--", ":")[index // 10 % 3],  # the colour cycle has 10 colours
                 color=f"C{index % 10}",
             )
-        levels = sorted({p[0] for pts in data[condition].values() for p in pts})
+        if reference is not None:
+            handles[reference_label] = ax.axhline(reference, color="0.4", ls="--", lw=1)
+        levels = sorted({p[0] for pts in panels[condition].values() for p in pts})
         if len(levels) <= 8:  # label the measured levels; denser curves keep the default ticks
             ax.set_xticks(levels, [format_level(x) for x in levels], fontsize=7)
         if condition in STRONGER_AT_LOWER_LEVELS:  # the level is the quality / scale itself
             ax.invert_xaxis()
         ax.set_title(condition, fontsize=9)
         ax.set_xlabel(level_axis_label(suite, metric), fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(conditions) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(metric)
+    names = labels + ([reference_label] if reference is not None else [])
     fig.legend(
-        [handles[k] for k in labels],
-        labels,
+        [handles[k] for k in names],
+        names,
         loc="lower center",
         fontsize=7,
-        ncol=1 if len(labels) > 4 else 2,
+        ncol=1 if entries > 4 else 2,
         frameon=False,
     )
-    fig.suptitle(f"{name} (mean ± std over seeds)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, legend / height, 1, 1))
+    return fig
+
+
+def draw_panels(
+    panels: dict[str, dict[str, list[Point]]], suite: str, metric: str, path: str | Path, **kw
+) -> Path:
+    """:func:`panel_figure` saved as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = panel_figure(panels, suite, metric, **kw)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import difflib
 import io
+import math
 import re
 import statistics
 from collections.abc import Sequence
@@ -74,7 +75,9 @@ def _select(patterns: Sequence[str], available: Sequence[str]) -> list[str]:
 
 
 def _default_metrics(groups: Sequence[Group], available: Sequence[str]) -> list[str]:
-    """``test/acc`` plus every summary key present in all groups that have an ok run."""
+    """``test/acc`` plus every summary key present in all groups that have an ok run, leaving
+    out a key that is another shown column's number under a second name in every run (e.g.
+    ``clean/acc`` measured on the same whole test set as ``test/acc``)."""
     per_group = [
         {k for r in g.runs if r.ok for k in r.summary_keys}
         for g in groups
@@ -83,7 +86,21 @@ def _default_metrics(groups: Sequence[Group], available: Sequence[str]) -> list[
     common = set.intersection(*per_group) if per_group else set()
     order = dict.fromkeys(k for g in groups for r in g.runs for k in r.summary_keys)
     head = ["test/acc"] if "test/acc" in available else []
-    return head + [k for k in order if k in common and k not in head]
+    ok_runs = [r for g in groups for r in g.runs if r.ok]
+
+    def same(a: str, b: str) -> bool:  # float32 test metrics vs float64 suite sums: 1e-6
+        return all(
+            a in r.values
+            and b in r.values
+            and math.isclose(r.values[a], r.values[b], rel_tol=0, abs_tol=1e-6)
+            for r in ok_runs
+        )
+
+    shown: list[str] = []
+    for key in head + [k for k in order if k in common and k not in head]:
+        if not any(same(key, k) for k in shown):
+            shown.append(key)
+    return shown
 
 
 def _show(path: Path) -> str:
