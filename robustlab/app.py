@@ -1,9 +1,11 @@
 """What every command-line app shares: running one Hydra job with robustlab's error contract.
 
 A :class:`~robustlab.errors.RobustlabError` (bad input) prints one message and exits with code 2,
-no traceback unless ``HYDRA_FULL_ERROR=1``. Any failure after the job started leaves a
-``results.json`` with ``status: failed``. In a multirun, a failed job is recorded and the sweep
-goes on; the app exits non-zero at the end.
+no traceback unless ``HYDRA_FULL_ERROR=1``; so do the mistakes Hydra itself catches (an unknown
+option, a typo'd key), as one line with a "did you mean" (:mod:`robustlab.config_tree`). Each job
+runs in a :func:`~robustlab.loggers.job_scope`: its own wandb run, finished when the job ends.
+Any failure after the job started leaves a ``results.json`` with ``status: failed``. In a
+multirun, a failed job is recorded and the sweep goes on; the app exits non-zero at the end.
 """
 
 from __future__ import annotations
@@ -15,17 +17,22 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
+import hydra._internal.utils as hydra_internal
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from robustlab.config_tree import config_groups_help, one_line
 from robustlab.errors import ConfigError, RobustlabError
+from robustlab.loggers import JobIdentity, job_scope
 from robustlab.results import Results, provenance, write_results
 
 _failed_jobs: list[str] = []
@@ -38,6 +45,8 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
 )
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
+# ``--help`` lists each app's groups and their options (conf/hydra/help/robustlab.yaml).
+OmegaConf.register_new_resolver("robustlab_config_groups", config_groups_help, replace=True)
 
 
 def choice(cfg: DictConfig, group: str) -> str:
@@ -87,6 +96,27 @@ def _record_signals() -> list[str]:
     return received
 
 
+def job_identity(cfg: DictConfig) -> JobIdentity:
+    """The current Hydra job as a dashboard names it: its override string, its sweep folder
+    (multirun) and a config holding the chosen groups, the seed and the overrides."""
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    chosen = {group: choice(cfg, group) for group in ("method", "data", "model")}
+    config = {
+        **{group: name for group, name in chosen.items() if name != "?"},
+        "seed": OmegaConf.select(cfg, "seed"),
+        "overrides": overrides,
+        "job": str(hydra_cfg.job.name),
+        "run": config_container(cfg),
+    }
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    return JobIdentity(
+        name=str(hydra_cfg.job.override_dirname) or None,
+        group=str(hydra_cfg.sweep.dir) if multirun else None,
+        config=config,
+    )
+
+
 def run_job(task: Callable[[DictConfig, Path], object], cfg: DictConfig) -> None:
     """Run ``task(cfg, run_dir)`` inside the current Hydra job with the error contract."""
     started = time.time()
@@ -96,7 +126,8 @@ def run_job(task: Callable[[DictConfig, Path], object], cfg: DictConfig) -> None
     signals = _record_signals()
     try:
         try:
-            task(cfg, run_dir)
+            with job_scope(job_identity(cfg)):
+                task(cfg, run_dir)
         except MissingMandatoryValue as error:
             key = error.full_key
             raise ConfigError(
@@ -141,6 +172,33 @@ def hydra_argv(argv: list[str]) -> list[str]:
     return [argv[0], *flags, *(a for a in argv[1:] if a not in flags)]
 
 
+@contextmanager
+def one_line_hydra_errors(overrides: list[str]) -> Iterator[None]:
+    """Inside, a mistake Hydra catches (unknown option, typo'd key, bad override syntax) prints
+    one line with a "did you mean" and exits with code 2, like robustlab's own errors;
+    ``HYDRA_FULL_ERROR=1`` keeps Hydra's traceback. Hydra reports every stage of an app through
+    ``run_and_report``; this wraps that one function for the duration."""
+    report = hydra_internal.run_and_report
+
+    def run_and_report(func: Callable[[], object]) -> object:
+        def guarded() -> object:
+            try:
+                return func()
+            except (HydraException, OmegaConfBaseException) as error:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"Error: {one_line(error, overrides)}", file=sys.stderr)
+                raise SystemExit(2) from None
+
+        return report(guarded)
+
+    hydra_internal.run_and_report = run_and_report
+    try:
+        yield
+    finally:
+        hydra_internal.run_and_report = report
+
+
 def hydra_app(task: Callable[[DictConfig, Path], object], config_name: str) -> Callable[[], None]:
     """A console-script ``main`` running ``task`` as a Hydra app on ``conf/<config_name>.yaml``."""
 
@@ -150,7 +208,8 @@ def hydra_app(task: Callable[[DictConfig, Path], object], config_name: str) -> C
 
     def main() -> None:
         sys.argv = hydra_argv(sys.argv)
-        hydra_main()
+        with one_line_hydra_errors([a for a in sys.argv[1:] if not a.startswith("-")]):
+            hydra_main()
         raise SystemExit(exit_status())
 
     return main

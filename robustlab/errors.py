@@ -7,6 +7,9 @@ traceback and exit with code 2; ``HYDRA_FULL_ERROR=1`` shows the traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
+
 
 class RobustlabError(Exception):
     """Base class for errors caused by user input; the message names the problem and the fix."""
@@ -28,3 +31,9 @@ def check(condition: bool, message: str) -> None:
     """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
+
+
+def closest(word: str, choices: Sequence[str]) -> str | None:
+    """The choice most similar to ``word`` (difflib ratio >= 0.5), for a "did you mean"."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return close[0] if close else None

@@ -14,44 +14,40 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from robustlab.app import config_container, hydra_app
-from robustlab.checkpoints import load_checkpoint, model_state
+from robustlab.checkpoints import CHECKPOINT_KEY, checkpoint_path, load_checkpoint, load_classifier
 from robustlab.distributed import distributed_job
-from robustlab.errors import CheckpointError
 from robustlab.evaluation import run_suites
 from robustlab.evaluation.report_card import write_report_card
 from robustlab.loggers import build_loggers
-from robustlab.methods.erm import CHECKPOINT_KEY
 from robustlab.results import Results, provenance, write_results
-from robustlab.train import build_data, build_model
+from robustlab.train import build_data
 from robustlab.trainer import build_trainer
+from robustlab.validation import validate_eval
 
 log = logging.getLogger("robustlab")
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> Results:
     started = time.time()
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    checkpoint = load_checkpoint(cfg.checkpoint)
+    checkpoint_file = checkpoint_path(cfg.checkpoint)
+    checkpoint = load_checkpoint(checkpoint_file)
     run_cfg = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
     overrides = {
         k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if v is not None
     }
     run_cfg.data = OmegaConf.merge(run_cfg.data, overrides)
+    validate_eval(cfg, run_cfg, run_dir)  # every group, before any data is read
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     with distributed_job():
         datamodule = build_data(run_cfg)
-        model = build_model(run_cfg, datamodule)
-        try:
-            model.load_state_dict(model_state(checkpoint))
-        except RuntimeError as err:
-            raise CheckpointError(
-                f"checkpoint={cfg.checkpoint}: its weights do not fit the "
-                f"model its config describes ({str(err).splitlines()[0]})"
-            ) from None
+        model = load_classifier(
+            checkpoint, datamodule=datamodule, label=f"checkpoint={checkpoint_file}"
+        )
         loggers = build_loggers(cfg.logger, run_dir)
         trainer = build_trainer(cfg.trainer, loggers=loggers, app_module="robustlab.evaluate")
         suites = OmegaConf.to_container(cfg.suite, resolve=True) or {}
         suites = {"clean": suites.pop("clean", {}), **suites}  # clean first: the reference
-        records, summary, warnings = run_suites(
+        records, summary, warnings, suite_runs = run_suites(
             suites, model, datamodule, trainer, seed=int(cfg.seed)
         )
         metrics = {"test/acc": summary["clean/acc"], "test/ece": summary["clean/ece"]}
@@ -63,9 +59,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> Results:
             metrics=metrics,
             robustness=records,
             summary=summary,
-            checkpoint=str(Path(cfg.checkpoint).resolve()),
+            checkpoint=str(checkpoint_file.resolve()),
             config={"eval": config_container(cfg), "train": config_container(run_cfg)},
-            provenance=provenance(started, world_size=trainer.world_size),
+            provenance={**provenance(started, world_size=trainer.world_size), "suites": suite_runs},
         )
         if trainer.is_global_zero:
             path = write_results(results, run_dir)

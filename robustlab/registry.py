@@ -8,12 +8,15 @@ is a clear :class:`~robustlab.errors.ConfigError`, not a ``TypeError`` traceback
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
+import types
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from robustlab.errors import ConfigError
+from robustlab.errors import ConfigError, closest
 
 _KEYWORD_KINDS = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
@@ -86,22 +89,100 @@ def accepted_keywords(factory: Callable) -> list[str] | None:
     return list(dict.fromkeys(p.name for p in params))
 
 
+def check_keywords(
+    factory: Callable, where: str, kwargs: Mapping[str, Any], *, provided: tuple[str, ...] = ()
+) -> None:
+    """Unknown keywords of ``factory`` and missing required ones are a :class:`ConfigError`
+    naming them, the closest accepted key, and the accepted keys. ``provided`` names keywords
+    robustlab itself passes (left out of the listed choices)."""
+    params = _signature_parameters(factory)
+    if params is None:
+        return
+    names = list(dict.fromkeys(p.name for p in params))
+    user_names = [n for n in names if n not in provided]
+    choices = ", ".join(user_names) or "no options"
+    unknown = sorted(set(kwargs) - set(names))
+    if unknown:
+        best = closest(unknown[0], user_names)
+        hint = f" (did you mean {best!r}?)" if best else ""
+        raise ConfigError(f"{where} does not take {unknown}{hint}; accepted keys: {choices}")
+    missing = [
+        p.name
+        for p in params
+        if p.default is inspect.Parameter.empty and p.name not in kwargs and p.name not in provided
+    ]
+    if missing:
+        raise ConfigError(f"{where} needs {missing}; accepted keys: {choices}")
+
+
 def construct(
     factory: Callable, where: str, /, *, provided: tuple[str, ...] = (), **kwargs: Any
 ) -> Any:
-    """Call ``factory(**kwargs)`` after checking the keywords: unknown ones and missing
-    required ones are a :class:`ConfigError` naming them and the accepted keys. ``provided``
-    names keywords robustlab itself passes (left out of the listed choices)."""
-    params = _signature_parameters(factory)
-    if params is not None:
-        names = list(dict.fromkeys(p.name for p in params))
-        choices = ", ".join(n for n in names if n not in provided) or "no options"
-        unknown = sorted(set(kwargs) - set(names))
-        if unknown:
-            raise ConfigError(f"{where} does not take {unknown}; accepted keys: {choices}")
-        missing = [
-            p.name for p in params if p.default is inspect.Parameter.empty and p.name not in kwargs
-        ]
-        if missing:
-            raise ConfigError(f"{where} needs {missing}; accepted keys: {choices}")
+    """Call ``factory(**kwargs)`` after :func:`check_keywords`."""
+    check_keywords(factory, where, kwargs, provided=provided)
     return factory(**kwargs)
+
+
+def _type_hints(factory: Callable) -> dict[str, Any]:
+    """Resolved parameter annotations of ``factory`` (of ``__init__`` for a class)."""
+    function = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(function)
+    except Exception:  # unresolvable annotations: nothing to check against
+        return {}
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether a config value (None, bool, int, float, str, list, dict) fits ``annotation``;
+    anything this cannot judge (classes a config cannot hold, type variables) counts as a fit."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any or isinstance(annotation, (str, typing.TypeVar)):
+        return True
+    if annotation is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if origin is typing.Literal:
+        return any(value == arg and type(value) is type(arg) for arg in args)
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    base = origin or annotation
+    if base in (list, tuple, collections.abc.Sequence):
+        return isinstance(value, (list, tuple))
+    if base in (dict, collections.abc.Mapping):
+        return isinstance(value, Mapping)
+    return True
+
+
+def _describe(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(a) for a in typing.get_args(annotation)))
+    if origin is typing.Literal:
+        return " or ".join(repr(a) for a in typing.get_args(annotation))
+    names = {type(None): "null", bool: "true/false", int: "an integer", float: "a number"}
+    if annotation in names:
+        return names[annotation]
+    base = origin or annotation
+    return {str: "a string", list: "a list", tuple: "a list", dict: "a mapping"}.get(
+        base, getattr(base, "__name__", str(base))
+    )
+
+
+def check_types(factory: Callable, where: str, kwargs: Mapping[str, Any]) -> None:
+    """Each value in ``kwargs`` must fit the annotation of ``factory``'s parameter of that
+    name: ``trainer.max_epochs=abc`` is a :class:`ConfigError` before any work, not a
+    ``TypeError`` deep inside the library that first compares it."""
+    hints = _type_hints(factory)
+    for key, value in kwargs.items():
+        if key in hints and not _matches(value, hints[key]):
+            raise ConfigError(
+                f"{where}.{key} must be {_describe(hints[key])}, got {value!r}"
+            )

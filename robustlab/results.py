@@ -1,8 +1,12 @@
 """``results.json``: the one record every run leaves behind (schema in contract.md).
 
 Written atomically (temp file + rename) so a reader never sees half a file; a failed run
-records ``status: failed`` with the error instead of vanishing. An earlier ``ok`` record in
-the same folder is kept as ``results.previous.json`` rather than overwritten by a failure.
+records ``status: failed`` with the error instead of vanishing. Nothing earlier is lost: an
+``ok`` record replaced by a failure is kept as ``results.previous.json``; earlier failures in the
+same folder (an interrupted, then resumed run) are listed under ``earlier_failures`` (error,
+start time, command) of the new record; an unreadable file is kept as
+``results.unreadable.json``. Non-finite numbers (NaN, ±inf) are written as ``null``, so the file
+is strict JSON.
 """
 
 from __future__ import annotations
@@ -69,10 +73,11 @@ class Results:
             record.pop("error")
         record["metrics"] = {k: _number(v) for k, v in self.metrics.items()}
         record["summary"] = {k: _number(v) for k, v in self.summary.items()}
-        return record
+        return json_safe(record)
 
 
 def _number(value: Any) -> float | int | None:
+    """A plain JSON number; NaN and ±inf become None (JSON has no such numbers)."""
     if isinstance(value, torch.Tensor):
         value = value.item()
     if isinstance(value, bool):
@@ -80,7 +85,18 @@ def _number(value: Any) -> float | int | None:
     if isinstance(value, int):
         return value
     value = float(value)
-    return None if math.isnan(value) else value
+    return value if math.isfinite(value) else None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (and scalar tensor) inside it replaced by None."""
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) or (isinstance(value, torch.Tensor) and value.numel() == 1):
+        return _number(value)
+    return value
 
 
 def format_level(level: Any) -> str:
@@ -123,17 +139,37 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise
 
 
+def _failure_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    provenance = record.get("provenance") or {}
+    return {
+        "error": record.get("error"),
+        "started": provenance.get("started"),
+        "command": provenance.get("command"),
+    }
+
+
 def write_results(results: Results, run_dir: Path) -> Path:
-    """Write ``run_dir/results.json``; a failure never replaces an earlier ``ok`` record."""
+    """Write ``run_dir/results.json`` without losing what was there (see the module doc)."""
     path = Path(run_dir) / RESULTS_FILE
-    if results.status != "ok" and path.exists():
+    record = results.to_dict()
+    earlier: dict[str, Any] | None = None
+    if path.exists():
         try:
-            previous_ok = json.loads(path.read_text()).get("status") == "ok"
+            earlier = json.loads(path.read_text())
+            if not isinstance(earlier, dict):
+                raise ValueError("not a JSON object")
         except (OSError, ValueError):
-            previous_ok = False
-        if previous_ok:
+            os.replace(path, path.with_name("results.unreadable.json"))
+            earlier = None
+    if earlier is not None:
+        failures = list(earlier.get("earlier_failures") or [])
+        if earlier.get("status") == "failed":
+            failures.append(_failure_summary(earlier))
+        if failures:
+            record["earlier_failures"] = failures
+        if results.status != "ok" and earlier.get("status") == "ok":
             os.replace(path, path.with_name("results.previous.json"))
-    write_json_atomic(path, results.to_dict())
+    write_json_atomic(path, record)
     return path
 
 
@@ -169,7 +205,8 @@ def _device_name() -> str:
 
 
 def provenance(started: float, *, world_size: int = 1, cwd: Path | None = None) -> dict[str, Any]:
-    """Where and with what a run was made: commit, versions, device, wall time, command."""
+    """Where and with what a run was made: commit, versions, device, host and process id,
+    start time, wall time, command."""
     versions = {}
     for package in PACKAGES:
         try:
@@ -183,7 +220,9 @@ def provenance(started: float, *, world_size: int = 1, cwd: Path | None = None) 
         "device": _device_name(),
         "world_size": world_size,
         "host": socket.gethostname(),
+        "pid": os.getpid(),
         "command": " ".join(sys.argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "started_unix": round(started, 3),
         "wall_time_s": round(time.time() - started, 3),
     }

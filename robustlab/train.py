@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from robustlab.app import choice, config_container, hydra_app
-from robustlab.callbacks import build_callbacks
+from robustlab.callbacks import LoggedHistory, build_callbacks
+from robustlab.checkpoints import load_checkpoint
 from robustlab.data import ImageDataModule, build_datamodule
 from robustlab.distributed import distributed_job
-from robustlab.errors import CheckpointError, ConfigError
+from robustlab.errors import CheckpointError
 from robustlab.evaluation import run_suites
 from robustlab.evaluation.report_card import write_report_card
 from robustlab.loggers import build_loggers
@@ -26,6 +28,7 @@ from robustlab.methods import ERM, build_method
 from robustlab.models import ImageClassifier, build_classifier
 from robustlab.results import Results, provenance, scalar_metrics, write_results
 from robustlab.trainer import build_trainer
+from robustlab.validation import validate_train
 
 log = logging.getLogger("robustlab")
 
@@ -85,46 +88,64 @@ def resume_path(resume: str | None, run_dir: Path) -> str | None:
     return str(path)
 
 
+def logged_steps(checkpoint_file: str) -> int:
+    """How many logging steps (batches that stepped) the checkpoint has behind it: what the
+    loggers wrote from this step on belongs to the part of the run that resume re-does."""
+    loops = load_checkpoint(checkpoint_file).get("loops", {})
+    epoch_loop = loops.get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(epoch_loop.get("_batches_that_stepped", 0))
+
+
+def resumed_loggers(cfg: DictConfig, run_dir: Path, resume_from: str | None) -> tuple[list, list]:
+    """The run's loggers and, when resuming, the callback that keeps their earlier history:
+    CSV rows up to the checkpoint are kept (Lightning's CSV logger would delete the file) and
+    TensorBoard discards events from the re-done part (``purge_step``) and wandb continues
+    the interrupted run (same run id)."""
+    logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True) or {}
+    if resume_from is None:
+        return build_loggers(logger_cfg, run_dir), []
+    until = logged_steps(resume_from)
+    if "tensorboard" in logger_cfg:
+        logger_cfg["tensorboard"] = {**(logger_cfg["tensorboard"] or {}), "purge_step": until}
+    history = LoggedHistory(run_dir / "csv" / "metrics.csv", until_step=until)
+    return build_loggers(logger_cfg, run_dir, resume=True), [history]
+
+
 def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Results:
     """Run one training job in ``run_dir``; returns (and on rank 0 writes) its results."""
     started = time.time()
-    if cfg.seed is None or int(cfg.seed) < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {cfg.seed}")
+    validate_train(cfg, run_dir)  # every group, before any data is read or step taken
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     with distributed_job():
         datamodule = build_data(cfg)
         method = build_run_method(cfg, datamodule)
-        loggers = build_loggers(cfg.logger, run_dir)
+        resume_from = resume_path(cfg.get("resume"), run_dir)
+        loggers, history = resumed_loggers(cfg, run_dir, resume_from)
         callbacks, checkpoint = build_callbacks(
             cfg.callbacks,
             run_dir,
-            has_validation=datamodule.has_validation,
+            # a method without validation_step (a generator stage) ranks no checkpoints
+            has_validation=datamodule.has_validation and is_overridden("validation_step", method),
             has_logger=bool(loggers),
         )
         trainer = build_trainer(
             cfg.trainer,
-            callbacks=[*callbacks, *extra_callbacks],
+            callbacks=[*history, *callbacks, *extra_callbacks],
             loggers=loggers,
             app_module="robustlab.train",
         )
-        trainer.fit(
-            method, datamodule=datamodule, ckpt_path=resume_path(cfg.get("resume"), run_dir)
-        )
+        trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
         metrics = run_metrics(trainer.callback_metrics)
         best = checkpoint.best_model_path or checkpoint.last_model_path or None
         if checkpoint.best_model_score is not None:
             metrics["val/best_" + str(checkpoint.monitor).split("/")[-1]] = float(
                 checkpoint.best_model_score
             )
-        tested = trainer.test(method, datamodule=datamodule, ckpt_path=best, verbose=False)
-        metrics.update(run_metrics(tested[0] if tested else {}))
-        records, summary, warnings = run_suites(
-            cfg.get("suite"),
-            method.model,
-            datamodule,
-            trainer,
-            seed=int(cfg.seed),
-            clean_acc=metrics.get("test/acc"),
+        if cfg.get("test", True):  # test=false: a stage that trains no classifier
+            tested = trainer.test(method, datamodule=datamodule, ckpt_path=best, verbose=False)
+            metrics.update(run_metrics(tested[0] if tested else {}))
+        records, summary, warnings, suites = run_suites(
+            cfg.get("suite"), method.model, datamodule, trainer, seed=int(cfg.seed)
         )
         results = Results(
             method=choice(cfg, "method"),
@@ -136,7 +157,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
             summary=summary,
             checkpoint=best,
             config=config_container(cfg),
-            provenance=provenance(started, world_size=trainer.world_size),
+            provenance={**provenance(started, world_size=trainer.world_size), "suites": suites},
         )
         if trainer.is_global_zero:
             path = write_results(results, run_dir)

@@ -6,10 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
+from torch import nn
 
 #: Keep runs tiny: a handful of batches, no progress bar.
 QUICK = [
@@ -44,3 +47,102 @@ def results_of(run_dir: Path) -> dict:
 def compose_train(*overrides: str, config_name: str = "train") -> DictConfig:
     with initialize_config_module(config_module="robustlab.conf", version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
+
+
+class LinearClassifier(nn.Module):
+    """A classifier whose logits are set by hand: ``logits = W · flatten(x) + b``.
+
+    ``features(x) = flatten(x)`` (so ``feature_dim = C·H·W``) and ``classifier`` is an
+    ``nn.Linear`` holding ``weight`` (K, C·H·W) and ``bias`` (K,). No normalisation and no
+    BatchNorm: train and eval mode agree, so a method's loss can be computed by hand.
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__()
+        weight = torch.as_tensor(weight, dtype=torch.float32)
+        self.classifier = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            self.classifier.weight.copy_(weight)
+            self.classifier.bias.copy_(
+                torch.zeros(weight.shape[0]) if bias is None else torch.as_tensor(bias)
+            )
+
+    @property
+    def feature_dim(self) -> int:
+        return self.classifier.in_features
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_features
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def _wandb_log_records(path: Path):
+    """The raw records of a wandb transaction log (``run-<id>.wandb``): a 7-byte header
+    (``:W&B``, magic, version), then LevelDB-log records (crc32, little-endian length, type)
+    in 32 KiB blocks; types 1 = full, 2/3/4 = first/middle/last piece of a split record."""
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a wandb log"
+    pos, block, pieces = 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        payload, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 1:
+            yield payload
+        elif kind == 2:
+            pieces = payload
+        elif kind == 3:
+            pieces += payload
+        elif kind == 4:
+            yield pieces + payload
+
+
+def wandb_offline_runs(folder: Path, wait: float = 30.0) -> list[dict]:
+    """Every offline wandb run under ``folder``, read with wandb's own record schema:
+    ``{"dir", "id", "name", "group", "config" (final values), "history" (rows), "exit_code"}``.
+    wandb's writer flushes a finished run's log after ``wandb.finish`` returns, so this waits
+    (up to ``wait`` seconds) until every log holds its run and exit records."""
+    deadline = time.monotonic() + wait
+    while True:
+        runs = _read_wandb_runs(folder)
+        finished = all("id" in run and run["exit_code"] is not None for run in runs)
+        if finished or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
+
+
+def _read_wandb_runs(folder: Path) -> list[dict]:
+    from wandb.proto import wandb_internal_pb2
+
+    runs = []
+    for log in sorted(Path(folder).rglob("offline-run-*/run-*.wandb")):
+        run = {"dir": log.parent, "config": {}, "history": 0, "exit_code": None}
+        for raw in _wandb_log_records(log):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(raw)
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                run.update(
+                    id=record.run.run_id,
+                    name=record.run.display_name,
+                    group=record.run.run_group,
+                )
+                updates = record.run.config.update
+            elif kind == "config":
+                updates = record.config.update
+            else:
+                updates = ()
+                run["history"] += kind == "history"
+                if kind == "exit":
+                    run["exit_code"] = record.exit.exit_code
+            run["config"].update({item.key: json.loads(item.value_json) for item in updates})
+        runs.append(run)
+    return runs

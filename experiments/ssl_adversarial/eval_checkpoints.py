@@ -5,7 +5,7 @@ is measured by the same code: PGD-20 (random start, step 2.5·ε/20, last iterat
 mode) on the first ``--images`` MNIST test images at each l∞ and l2 ε, plus clean accuracy on
 the same images.
 
-    python experiments/ssl_adversarial/eval_checkpoints.py /tmp/ssl_runs/auxiliary/{0,1,2} \
+    python experiments/ssl_adversarial/eval_checkpoints.py $RUNS/ssl_runs/auxiliary/{0,1,2} \
         --label AT --images 512
 """
 
@@ -19,9 +19,8 @@ import torch
 from omegaconf import OmegaConf
 
 from robustlab.attacks import pgd
-from robustlab.checkpoints import load_checkpoint, model_state
-from robustlab.methods.erm import CHECKPOINT_KEY
-from robustlab.train import build_data, build_model
+from robustlab.checkpoints import CHECKPOINT_KEY, checkpoint_path, load_checkpoint, load_classifier
+from robustlab.train import build_data
 
 LINF = (0.05, 0.1, 0.2, 0.3)
 L2 = (0.5, 1.0, 2.0)
@@ -42,12 +41,10 @@ def test_images(run_cfg, n: int) -> tuple[torch.Tensor, torch.Tensor, object]:
 
 
 def score(run_dir: Path, n: int) -> dict[str, float]:
-    checkpoint = load_checkpoint(next((run_dir / "checkpoints").glob("epoch*.ckpt")))
+    checkpoint = load_checkpoint(checkpoint_path(run_dir))  # the best one results.json names
     run_cfg = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])
     x, y, datamodule = test_images(run_cfg, n)
-    model = build_model(run_cfg, datamodule)
-    model.load_state_dict(model_state(checkpoint))
-    model.eval()
+    model = load_classifier(checkpoint, datamodule=datamodule)
     generator = torch.Generator().manual_seed(0)
     out = {}
     with torch.no_grad():
