@@ -11,7 +11,7 @@ from robustlab.errors import CheckpointError, ConfigError
 from robustlab.methods import build_method
 from robustlab.models import build_classifier
 from robustlab.train import train
-from tests.helpers import QUICK, compose_train, results_of
+from tests.helpers import QUICK, LinearClassifier, compose_train, results_of
 
 
 def _model():
@@ -29,6 +29,23 @@ def test_task_loss_with_label_smoothing_matches_hand_computation():
     assert build_method("erm", _model()).task_loss(logits, torch.tensor([0])).item() == (
         pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(-1))), rel=1e-6)
     )
+
+
+def test_erm_training_loss_is_smoothed_cross_entropy_of_the_model():
+    # logits = (x0, x1, −x0 − x1) for the two-pixel image (0.2, 0.7): (0.2, 0.7, −0.9)
+    def method(smoothing: float):
+        model = LinearClassifier([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+        return build_method("erm", model, label_smoothing=smoothing)
+
+    x, y = torch.tensor([[[[0.2, 0.7]]]]), torch.tensor([1])
+    log_z = math.log(math.exp(0.2) + math.exp(0.7) + math.exp(-0.9))
+    nll = [log_z - 0.2, log_z - 0.7, log_z + 0.9]  # −log p_k
+    out = method(0.0).training_loss(x, y)
+    assert out.loss.item() == pytest.approx(nll[1], rel=1e-6)
+    assert out.logits[0].tolist() == pytest.approx([0.2, 0.7, -0.9])  # train/acc's logits
+    # CE_ε = (1 − ε)·CE + ε·mean_k(−log p_k): ε moves the loss by ε·(mean_k nll_k − nll_y)
+    smoothed = method(0.3).training_loss(x, y).loss.item()
+    assert smoothed - out.loss.item() == pytest.approx(0.3 * (sum(nll) / 3 - nll[1]), rel=1e-5)
 
 
 def test_unknown_option_and_bad_value_are_config_errors():

@@ -75,3 +75,46 @@ def test_optimizer_config_rejects_bad_values(bad, message):
 def test_schedule_config_rejects_unknown_schedule():
     with pytest.raises(ConfigError, match="cosine"):
         schedule_config({"name": "exponential"})
+
+
+def _two_steps(cfg: dict, p0: float = 1.0, g: float = 0.5) -> list[float]:
+    """The parameter after each of two steps on the loss g·p (gradient g everywhere)."""
+    param = torch.nn.Parameter(torch.tensor([p0]))
+    opt = build_optimizer([param], optimizer_config(cfg))
+    values = []
+    for _ in range(2):
+        opt.zero_grad()
+        (g * param).sum().backward()
+        opt.step()
+        values.append(param.item())
+    return values
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_step_uses_lr_momentum_nesterov_and_weight_decay(nesterov):
+    lr, mu, wd, g = 0.1, 0.5, 0.01, 0.5  # μ ≠ the 0.9 default
+    cfg = {"name": "sgd", "lr": lr, "momentum": mu, "nesterov": nesterov, "weight_decay": wd}
+    p, buf, expected = 1.0, 0.0, []
+    for step in range(2):  # PyTorch SGD: d = g + wd·p; buf = μ·buf + d (buf = d at step 0)
+        d = g + wd * p
+        buf = d if step == 0 else mu * buf + d
+        p -= lr * (d + mu * buf if nesterov else buf)
+        expected.append(p)
+    assert _two_steps(cfg) == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_steps_use_betas_and_coupled_or_decoupled_weight_decay(name):
+    lr, (b1, b2), wd, g, eps = 0.1, (0.8, 0.9), 0.2, 0.5, 1e-8
+    cfg = {"name": name, "lr": lr, "betas": [b1, b2], "weight_decay": wd}
+    p, m, v, expected = 1.0, 0.0, 0.0, []
+    for t in (1, 2):
+        if name == "adamw":  # decoupled (Loshchilov & Hutter 2019): p ← p·(1 − lr·wd)
+            p *= 1 - lr * wd
+            d = g
+        else:  # L2 penalty added to the gradient
+            d = g + wd * p
+        m, v = b1 * m + (1 - b1) * d, b2 * v + (1 - b2) * d * d
+        p -= lr * (m / (1 - b1**t)) / (math.sqrt(v / (1 - b2**t)) + eps)
+        expected.append(p)
+    assert _two_steps(cfg) == pytest.approx(expected, rel=1e-6)

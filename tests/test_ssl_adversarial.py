@@ -5,13 +5,17 @@ from __future__ import annotations
 import math
 
 import pytest
+import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from robustlab.attacks import cross_entropy, input_gradient, pgd
 from robustlab.checkpoints import load_checkpoint, model_state
 from robustlab.errors import ConfigError
+from robustlab.losses import kl_divergence, madry_loss, stability_kl, trades_loss
 from robustlab.methods import build_method
-from robustlab.methods.adversarial import eval_mode, madry_loss, trades_kl, trades_loss
+from robustlab.methods.adversarial import eval_mode, trades_objective
 from robustlab.models import build_backbone
 from robustlab.models.wrapper import ImageClassifier
 from robustlab.pretext import (
@@ -24,7 +28,7 @@ from robustlab.pretext import (
     shuffle_patches,
 )
 from robustlab.train import train
-from tests.helpers import QUICK, compose_train
+from tests.helpers import QUICK, LinearClassifier, compose_train
 
 
 def small_model(width: int = 8, channels: int = 1) -> ImageClassifier:
@@ -117,12 +121,36 @@ def test_madry_and_trades_losses_on_a_hand_computed_case():
     y = torch.tensor([0])
     assert madry_loss(adv, y).item() == pytest.approx(math.log(4 / 3))
     kl = 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)  # = ½ ln(4/3)
-    assert trades_kl(clean, adv).item() == pytest.approx(kl)
+    assert kl_divergence(clean, adv).item() == pytest.approx(kl)
     loss, ce, kl_mean = trades_loss(clean, adv, y, beta=6.0)
     assert ce.item() == pytest.approx(math.log(2))
     assert kl_mean.item() == pytest.approx(kl)
     assert loss.item() == pytest.approx(math.log(2) + 3 * math.log(4 / 3))
-    assert trades_kl(adv, adv).item() == pytest.approx(0.0, abs=1e-7)
+    assert kl_divergence(adv, adv).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_one_kl_divergence_behind_stability_and_trades():
+    """Pins the shared KL: per example it equals torch's reference ``F.kl_div``, including
+    predictions with (numerically) zero probabilities; stability and TRADES use its mean."""
+    g = torch.Generator().manual_seed(0)
+    target, logits = 3 * torch.randn(5, 7, generator=g), 3 * torch.randn(5, 7, generator=g)
+    target[0, 0] = -200.0  # p_0 underflows to 0: its term must be 0, not nan
+    reference = F.kl_div(
+        F.log_softmax(logits, 1), F.log_softmax(target, 1), log_target=True, reduction="none"
+    ).sum(1)
+    per_example = kl_divergence(target, logits)
+    assert per_example.shape == (5,) and torch.isfinite(per_example).all()
+    torch.testing.assert_close(per_example, reference)
+    assert stability_kl(target, logits).item() == pytest.approx(reference.mean().item(), rel=1e-6)
+    y = torch.arange(5)
+    loss, ce, kl = trades_loss(target, logits, y, beta=2.0)
+    assert kl.item() == pytest.approx(reference.mean().item(), rel=1e-6)
+    assert ce.item() == pytest.approx(F.cross_entropy(target, y).item(), rel=1e-6)
+    assert loss.item() == pytest.approx(ce.item() + 2.0 * kl.item(), rel=1e-6)
+    smoothed = trades_loss(target, logits, y, beta=2.0, label_smoothing=0.1)[1]
+    assert smoothed.item() == pytest.approx(
+        F.cross_entropy(target, y, label_smoothing=0.1).item(), rel=1e-6
+    )
 
 
 def test_negative_eps_and_bad_combinations_are_config_errors():
@@ -134,6 +162,29 @@ def test_negative_eps_and_bad_combinations_are_config_errors():
         build_method("selfsup", small_model(), task_weight=0.0, attack={"eps": 0.1})
     with pytest.raises(ConfigError, match="valid choices"):
         build_method("selfsup", small_model(), pretext=["exemplar"])
+
+
+def test_trades_attack_without_a_random_start_is_a_config_error():
+    """At x' = x the KL and its gradient are 0 (see the objective test above): a TRADES attack
+    from the clean image never moves, and TRADES silently becomes standard training."""
+    no_start = [{"name": "fgsm", "eps": 0.1}, {"eps": 0.1, "random_start": False}]
+    for attack in no_start:
+        with pytest.raises(ConfigError, match="random_start"):
+            build_method("adversarial", margin_model(), loss="trades", attack=attack)
+    # what it guards against: the attack returns x itself and the KL term is 0
+    madry = build_method("adversarial", margin_model(), attack={"name": "fgsm", "eps": 0.1})
+    objective = trades_objective(madry.model(X_HALF))
+    assert torch.equal(madry.attack(madry.model, X_HALF, Y0, objective=objective), X_HALF)
+    for attack in no_start:  # Madry and eps = 0 need no random start
+        build_method("adversarial", margin_model(), attack=attack)
+    build_method("adversarial", margin_model(), loss="trades", attack={"eps": 0})
+
+
+@pytest.mark.parametrize("key", ["attack", "val_attack"])
+def test_targeted_training_or_validation_attack_is_a_config_error(key):
+    """A targeted attack towards the true label makes examples easier, not harder."""
+    with pytest.raises(ConfigError, match=f"method.{key}.targeted"):
+        build_method("adversarial", margin_model(), **{key: {"eps": 0.1, "targeted": True}})
 
 
 # ----------------------------------------------------------------------------- the methods
@@ -151,9 +202,20 @@ def test_attack_runs_in_eval_mode_and_restores_flags():
     assert bn.training and not method.model.backbone.block1.training
     assert (x_adv - x).abs().max().item() == pytest.approx(0.1, abs=1e-6)
     trades = build_method("adversarial", small_model(), loss="trades", attack={"eps": 0.1})
-    out = trades.training_loss(x, y)
-    expected = out.logs["ce"] + 6.0 * out.logs["kl"]
-    assert out.loss.item() == pytest.approx(expected.item()) and out.logs["kl"].item() > 0
+    trades.train()
+    bn = trades.model.backbone.block2[0][1]
+    before = bn.running_mean.clone()
+    trades.clean_logits_for_attack(x)  # TRADES' attack target, also made in eval mode
+    assert torch.equal(bn.running_mean, before) and bn.training
+    # attack_in_eval_mode=false: Madry's original code, batch statistics in every attack pass
+    batch_stats = build_method(
+        "adversarial", small_model(), attack={"eps": 0.1, "steps": 3}, attack_in_eval_mode=False
+    )
+    batch_stats.train()
+    bn = batch_stats.model.backbone.block2[0][1]
+    before = bn.running_mean.clone()
+    batch_stats.adversarial_examples(x, y, cross_entropy)
+    assert not torch.equal(bn.running_mean, before) and bn.training
 
 
 def test_attacked_ssl_objective_includes_the_ssl_term():
@@ -186,6 +248,7 @@ def digits_arrays(stage: str) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / 255 if x.dtype == torch.uint8 else x), torch.cat(ys)
 
 
+@pytest.mark.slow
 def test_adversarial_training_raises_pgd_accuracy_on_digits():
     """4 epochs of PGD-5 training at ε = 0.1: PGD-10 accuracy at ε from ~0 (ERM) to > 0.3."""
     eps = 0.1
@@ -251,3 +314,347 @@ def test_pretrain_then_head_only_finetune(tmp_path):
     assert not torch.equal(
         before["backbone.classifier.weight"], after["backbone.classifier.weight"]
     )
+
+
+# ----------------------------------------------------------------------------- hand-built cases
+# A linear model whose logits are known in closed form makes every loss term computable by hand.
+# Two pixels, two classes: logits = (m, −m) with margin m = 2·x0 − x1, so for label 0 the CE
+# gradient is ∝ (−2, +1) and one FGSM step of 0.1 from (0.5, 0.5) lands on (0.4, 0.6).
+FGSM = {"name": "fgsm", "eps": 0.1}
+X_HALF, Y0 = torch.tensor([[[[0.5, 0.5]]]]), torch.tensor([0])
+
+
+def margin_model() -> LinearClassifier:
+    return LinearClassifier([[2.0, -1.0], [-2.0, 1.0]])
+
+
+def sigmoid(t: float) -> float:
+    return 1 / (1 + math.exp(-t))
+
+
+def two_class_kl(m_p: float, m_q: float) -> float:
+    """KL(p ‖ q) for the two-class predictions with logits (m, −m)."""
+    p, q = sigmoid(2 * m_p), sigmoid(2 * m_q)
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def test_madry_loss_pure_function_with_label_smoothing():
+    adv = torch.tensor([[math.log(3.0), 0.0]])  # q = (3/4, 1/4)
+    smoothed = madry_loss(adv, torch.tensor([0]), label_smoothing=0.2)
+    # (1 − ε)·(−log q_y) + ε·mean_k(−log q_k)
+    expected = 0.8 * math.log(4 / 3) + 0.2 * 0.5 * (math.log(4 / 3) + math.log(4))
+    assert smoothed.item() == pytest.approx(expected)
+
+
+def test_madry_training_loss_is_cross_entropy_at_the_attacked_point():
+    method = build_method("adversarial", margin_model(), attack=FGSM)
+    out = method.training_loss(X_HALF, Y0)
+    # x_adv = (0.4, 0.6): margin 0.2, logits (0.2, −0.2), CE = log(1 + e^{−0.4})
+    assert out.loss.item() == pytest.approx(math.log(1 + math.exp(-0.4)))
+    assert out.logits[0].tolist() == pytest.approx([0.5, -0.5])  # train/acc: clean prediction
+    assert out.logs["acc_adv"].item() == 1.0
+    # a larger ball crosses the boundary: x_adv = (0.2, 0.8), margin −0.4
+    wide = build_method("adversarial", margin_model(), attack={"name": "fgsm", "eps": 0.3})
+    out = wide.training_loss(X_HALF, Y0)
+    assert out.loss.item() == pytest.approx(math.log(1 + math.exp(0.8)))
+    assert out.logs["acc_adv"].item() == 0.0
+    # label smoothing applies to the adversarial CE: (1 − ε)·CE + ε·mean_k(−log q_k)
+    smooth = build_method("adversarial", margin_model(), attack=FGSM, label_smoothing=0.2)
+    log_q = [-math.log(1 + math.exp(-0.4)), -math.log(1 + math.exp(0.4))]
+    expected = -(0.8 * log_q[0] + 0.2 * 0.5 * sum(log_q))
+    assert smooth.training_loss(X_HALF, Y0).loss.item() == pytest.approx(expected)
+
+
+def test_attack_objectives_madry_ce_and_trades_kl_to_the_fixed_clean_prediction():
+    x_adv = torch.tensor([[[[0.4, 0.6]]]])  # margin 0.2; the clean margin is 0.5
+    madry = build_method("adversarial", margin_model(), attack=FGSM)
+    objective = madry.attack_objective(X_HALF, Y0, madry.clean_logits_for_attack(X_HALF))
+    assert objective(madry.model, x_adv, Y0).item() == pytest.approx(math.log(1 + math.exp(-0.4)))
+
+    trades = build_method("adversarial", margin_model(), loss="trades", attack={"eps": 0.1})
+    clean = trades.clean_logits_for_attack(X_HALF)
+    assert clean[0].tolist() == pytest.approx([0.5, -0.5])
+    objective = trades.attack_objective(X_HALF, Y0, clean)
+    value, grad = input_gradient(objective, trades.model, x_adv, Y0)
+    # KL(p ‖ q) with p = f(x) the target: not KL(q ‖ p), and not zero (f(x') ≠ f(x))
+    assert value.item() == pytest.approx(two_class_kl(0.5, 0.2), rel=1e-5)
+    assert value.item() != pytest.approx(two_class_kl(0.2, 0.5), rel=1e-3)
+    # with f(x) held fixed, ∇_x' KL = Wᵀ(q − p) = 2(q0 − p0)·(2, −1)
+    d = sigmoid(0.4) - sigmoid(1.0)
+    torch.testing.assert_close(grad.flatten(), torch.tensor([4 * d, -2 * d]))
+    assert objective(trades.model, x_adv, torch.tensor([1])).item() == pytest.approx(value.item())
+    # at x' = x the KL and its gradient vanish (hence TRADES' random start)
+    value, grad = input_gradient(objective, trades.model, X_HALF, Y0)
+    assert value.item() == pytest.approx(0.0, abs=1e-7) and grad.abs().max().item() < 1e-7
+
+
+def _kl_to(clean_logits: torch.Tensor):
+    """The TRADES attack objective written out: x' ↦ Σ_k p_k (log p_k − log q_k(x'))."""
+    log_p = F.log_softmax(clean_logits.detach(), dim=1)
+
+    def objective(model, x_adv, y):
+        return (log_p.exp() * (log_p - F.log_softmax(model(x_adv), dim=1))).sum(dim=1)
+
+    return objective
+
+
+def test_trades_training_loss_attacks_the_kl_and_beta_weights_it():
+    torch.manual_seed(0)
+    weight = torch.randn(3, 4)
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.rand(8, 1, 2, 2, generator=generator), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    attack = {"eps": 0.2, "steps": 3, "step_size": 0.1}
+    outs = {}
+    for beta in (1.0, 2.5):
+        method = build_method(
+            "adversarial", LinearClassifier(weight), loss="trades", trades_beta=beta, attack=attack
+        )
+        torch.manual_seed(7)  # the random start
+        outs[beta] = method.training_loss(x, y)
+    model = LinearClassifier(weight)
+    clean = model(x).detach()
+    torch.manual_seed(7)
+    x_adv = pgd(model, x, y, eps=0.2, steps=3, step_size=0.1, objective=_kl_to(clean))
+    torch.manual_seed(7)
+    x_ce = pgd(model, x, y, eps=0.2, steps=3, step_size=0.1)  # Madry's objective instead
+    ce = F.cross_entropy(clean, y).item()
+    kl = _kl_to(clean)(model, x_adv, y).mean().item()
+    assert outs[1.0].loss.item() == pytest.approx(ce + kl, rel=1e-5)
+    assert outs[1.0].logs["ce"].item() == pytest.approx(ce, rel=1e-5)
+    assert outs[1.0].logs["kl"].item() == pytest.approx(kl, rel=1e-5)
+    assert (outs[2.5].loss - outs[1.0].loss).item() == pytest.approx(1.5 * kl, rel=1e-4)
+    # the two objectives lead elsewhere here, so an attack on CE would give another loss
+    kl_ce = _kl_to(clean)(model, x_ce, y).mean().item()
+    assert abs(kl_ce - kl) > 1e-3
+
+
+# ----------------------------------------------------------------------------- val/acc_pgd
+def _validate(method, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Run a real Lightning validation over batches of two; returns the logged metrics."""
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = DataLoader(TensorDataset(x, y), batch_size=2, shuffle=False)
+    return trainer.validate(method, dataloaders=loader, verbose=False)[0]
+
+
+def test_val_acc_pgd_is_measured_on_attacked_inputs():
+    # predicts class 0 iff x0 > 0.5; batch 0 lies 0.05 from the boundary, batch 1 0.4 away
+    def model():
+        return LinearClassifier([[10.0, 0.0], [-10.0, 0.0]], bias=[-5.0, 5.0])
+
+    x = torch.tensor([0.55, 0.45, 0.9, 0.1]).reshape(4, 1, 1, 1).repeat(1, 1, 1, 2)
+    y = torch.tensor([0, 1, 0, 1])
+    attack = {"eps": 0.1, "steps": 5, "step_size": 0.05}
+    metrics = _validate(
+        build_method("adversarial", model(), attack=attack, val_attack_batches=2), x, y
+    )
+    assert metrics["val/acc"] == 1.0
+    assert metrics["val/acc_pgd"] == 0.5  # batch 0 broken, batch 1 out of reach
+    first = build_method("adversarial", model(), attack=attack, val_attack_batches=1)
+    assert _validate(first, x, y)["val/acc_pgd"] == 0.0
+    none = build_method("adversarial", model(), attack=attack, val_attack_batches=0)
+    assert "val/acc_pgd" not in _validate(none, x, y)
+    weak = {"eps": 0.01, "steps": 2}  # val_attack replaces the training attack
+    small = build_method(
+        "adversarial", model(), attack=attack, val_attack=weak, val_attack_batches=2
+    )
+    assert _validate(small, x, y)["val/acc_pgd"] == 1.0
+
+
+def test_validation_attack_leaves_the_training_random_stream_alone():
+    """val/acc_pgd's random starts come from a generator seeded by the batch index: the same
+    attack every epoch, and validation settings cannot change the training draws after it."""
+    x = torch.rand(4, 1, 1, 2, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 0, 1])
+    states, metrics = {}, {}
+    for batches in (0, 2):
+        method = build_method(
+            "adversarial", margin_model(), attack={"eps": 0.3}, val_attack_batches=batches
+        )
+        torch.manual_seed(0)
+        metrics[batches] = [_validate(method, x, y) for _ in range(2)]
+        states[batches] = torch.get_rng_state()
+    assert torch.equal(states[0], states[2])
+    first, second = metrics[2]
+    assert first["val/acc_pgd"] == second["val/acc_pgd"]
+
+
+# ----------------------------------------------------------------------------- self-supervision
+def rotation_ssl(head, x: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotation pretext loss written out with torch.rot90, per example: the mean over the four
+    rotations of CE(head(flatten(rot_k x)), k), or CE for one rotation ``k`` (B,) per image."""
+    if k is not None:
+        views = torch.stack(
+            [torch.rot90(xi, int(ki), dims=(-2, -1)) for xi, ki in zip(x, k, strict=True)]
+        )
+        return F.cross_entropy(head(views.flatten(1)), k, reduction="none")
+    losses = [
+        F.cross_entropy(
+            head(torch.rot90(x, r, dims=(-2, -1)).flatten(1)),
+            torch.full((len(x),), r),
+            reduction="none",
+        )
+        for r in range(4)
+    ]
+    return torch.stack(losses).mean(dim=0)
+
+
+def fgsm_by_hand(objective, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """clip(x + ε·sign(∇ₓ Σ objective(x)), 0, 1)."""
+    x = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(objective(x).sum(), x)
+    return (x + eps * grad.sign()).clamp(0, 1).detach()
+
+
+SSL_X = torch.rand(6, 1, 2, 2, generator=torch.Generator().manual_seed(3))
+SSL_Y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def ssl_method(**kwargs):
+    torch.manual_seed(0)
+    weight = torch.randn(3, 4)
+    kwargs.setdefault("attack", {"name": "fgsm", "eps": 0.2})
+    kwargs.setdefault("pretext", "rotation")
+    return build_method("selfsup", LinearClassifier(weight), **kwargs)
+
+
+def ce_of(method):
+    return lambda z: F.cross_entropy(method.model(z), SSL_Y, reduction="none")
+
+
+@pytest.mark.parametrize("ssl_inputs", ["adversarial", "clean", "both"])
+def test_selfsup_loss_is_task_plus_ssl_on_the_configured_inputs(ssl_inputs):
+    method = ssl_method(ssl_weight=0.5, ssl_inputs=ssl_inputs)
+    head = method.pretext_heads["rotation"]
+    x_adv = fgsm_by_hand(ce_of(method), SSL_X, 0.2)
+    ssl_adv, ssl_clean = rotation_ssl(head, x_adv).mean(), rotation_ssl(head, SSL_X).mean()
+    assert abs(ssl_adv - ssl_clean).item() > 1e-3  # the choice of inputs shows in the number
+    ssl = {"adversarial": ssl_adv, "clean": ssl_clean, "both": 0.5 * (ssl_adv + ssl_clean)}
+    expected = F.cross_entropy(method.model(x_adv), SSL_Y) + 0.5 * ssl[ssl_inputs]
+    out = method.training_loss(SSL_X, SSL_Y)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert out.logs["ssl_loss"].item() == pytest.approx(ssl[ssl_inputs].item(), rel=1e-6)
+
+
+def test_selfsup_weights_scale_exactly_their_terms():
+    def loss(**kwargs):
+        return ssl_method(**kwargs).training_loss(SSL_X, SSL_Y).loss.item()
+
+    method = ssl_method()
+    head = method.pretext_heads["rotation"]
+    x_adv = fgsm_by_hand(ce_of(method), SSL_X, 0.2)
+    ssl = rotation_ssl(head, x_adv).mean().item()
+    ce = F.cross_entropy(method.model(x_adv), SSL_Y).item()
+    assert loss(ssl_weight=1.5) - loss(ssl_weight=0.5) == pytest.approx(ssl, rel=1e-5)
+    assert loss(task_weight=3.0) - loss(task_weight=1.0) == pytest.approx(2 * ce, rel=1e-5)
+    assert loss(ssl_weight=0.0) == pytest.approx(ce, rel=1e-6)
+
+
+def test_selfsup_pretraining_trains_only_the_pretext_head():
+    method = ssl_method(task_weight=0.0, ssl_weight=2.0, attack={"eps": 0})
+    out = method.training_loss(SSL_X, SSL_Y)
+    ssl = rotation_ssl(method.pretext_heads["rotation"], SSL_X).mean()
+    assert out.loss.item() == pytest.approx(2 * ssl.item(), rel=1e-6)
+    classifier = method.model.classifier.weight
+    (grad,) = torch.autograd.grad(out.loss, classifier, allow_unused=True)
+    assert grad is None or grad.abs().max().item() == 0.0
+    torch.testing.assert_close(out.logits, method.model(SSL_X))
+
+
+@pytest.mark.parametrize("weight", [0.0, 4.0])
+def test_selfsup_attack_ascends_ce_plus_weighted_ssl(weight):
+    method = ssl_method(ssl_weight=0.5, attack_ssl_weight=weight)
+    head = method.pretext_heads["rotation"]
+
+    def objective(z):
+        return ce_of(method)(z) + weight * rotation_ssl(head, z)
+
+    x_adv = fgsm_by_hand(objective, SSL_X, 0.2)
+    if weight:  # the SSL term moves the attack: CE alone would land elsewhere
+        assert not torch.equal(x_adv, fgsm_by_hand(ce_of(method), SSL_X, 0.2))
+    expected = F.cross_entropy(method.model(x_adv), SSL_Y) + 0.5 * rotation_ssl(head, x_adv).mean()
+    out = method.training_loss(SSL_X, SSL_Y)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_selfsup_adversarial_pretraining_attacks_the_ssl_loss_alone():
+    method = ssl_method(task_weight=0.0, ssl_weight=1.0, attack_ssl_weight=1.0)
+    head = method.pretext_heads["rotation"]
+    x_adv = fgsm_by_hand(lambda z: rotation_ssl(head, z), SSL_X, 0.2)
+    assert not torch.equal(x_adv, fgsm_by_hand(ce_of(method), SSL_X, 0.2))
+    out = method.training_loss(SSL_X, SSL_Y)
+    assert out.loss.item() == pytest.approx(rotation_ssl(head, x_adv).mean().item(), rel=1e-6)
+
+
+def test_selfsup_with_trades_attacks_kl_plus_ssl():
+    attack = {"eps": 0.2, "steps": 2, "step_size": 0.1}  # TRADES needs the random start
+    method = ssl_method(
+        loss="trades", trades_beta=3.0, ssl_weight=0.5, attack_ssl_weight=2.0, attack=attack
+    )
+    head = method.pretext_heads["rotation"]
+    clean = method.model(SSL_X).detach()
+    kl = _kl_to(clean)
+
+    def objective(model, z, y):
+        return kl(model, z, y) + 2.0 * rotation_ssl(head, z)
+
+    torch.manual_seed(9)
+    x_adv = pgd(method.model, SSL_X, SSL_Y, eps=0.2, steps=2, step_size=0.1, objective=objective)
+    torch.manual_seed(9)
+    x_kl = pgd(method.model, SSL_X, SSL_Y, eps=0.2, steps=2, step_size=0.1, objective=kl)
+    assert not torch.equal(x_adv, x_kl)  # the SSL term moves the attack
+    expected = (
+        F.cross_entropy(clean, SSL_Y)
+        + 3.0 * kl(method.model, x_adv, SSL_Y).mean()
+        + 0.5 * rotation_ssl(head, x_adv).mean()
+    )
+    torch.manual_seed(9)
+    out = method.training_loss(SSL_X, SSL_Y)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_random_pretext_labels_are_drawn_once_for_attack_and_loss():
+    method = ssl_method(
+        pretext_options={"rotation": {"views": "random"}}, ssl_weight=1.0, attack_ssl_weight=3.0
+    )
+    head = method.pretext_heads["rotation"]
+    torch.manual_seed(11)
+    k = torch.randint(4, (len(SSL_X), 1))[:, 0]
+    assert len(set(k.tolist())) > 1
+
+    def objective(z):
+        return ce_of(method)(z) + 3.0 * rotation_ssl(head, z, k)
+
+    x_adv = fgsm_by_hand(objective, SSL_X, 0.2)
+    expected = F.cross_entropy(method.model(x_adv), SSL_Y) + rotation_ssl(head, x_adv, k).mean()
+    torch.manual_seed(11)
+    out = method.training_loss(SSL_X, SSL_Y)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def jigsaw_ssl(head, perms: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Jigsaw loss on a 2x2 grid of one-pixel patches, written out: cell j of the view holds
+    pixel perms[l, j] of the image (row-major), CE(head(view), l) per example."""
+    views = torch.gather(x.flatten(1), 1, perms[labels])
+    return F.cross_entropy(head(views), labels, reduction="none")
+
+
+def test_pretext_ensemble_averages_the_task_losses():
+    method = ssl_method(pretext=["rotation", "jigsaw"], ssl_weight=1.0, attack={"eps": 0})
+    heads, perms = method.pretext_heads, method.tasks["jigsaw"].perms
+    torch.manual_seed(5)
+    labels = torch.randint(24, (len(SSL_X),))  # the jigsaw labels the method will draw
+    assert len(set(labels.tolist())) > 1
+    rotation = rotation_ssl(heads["rotation"], SSL_X)
+    jigsaw = jigsaw_ssl(heads["jigsaw"], perms, SSL_X, labels)
+    expected = F.cross_entropy(method.model(SSL_X), SSL_Y) + 0.5 * (rotation + jigsaw).mean()
+    torch.manual_seed(5)
+    out = method.training_loss(SSL_X, SSL_Y)
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert out.logs["ssl_loss"].item() == pytest.approx(0.5 * (rotation + jigsaw).mean().item())

@@ -21,6 +21,7 @@ from robustlab.losses import (
 from robustlab.methods import build_method
 from robustlab.methods.stability import StabilityTraining
 from robustlab.models import build_classifier
+from robustlab.suites.base import Case
 from robustlab.suites.distance_histograms import (
     average_precision,
     distance_histogram,
@@ -30,7 +31,7 @@ from robustlab.suites.distance_histograms import (
 from robustlab.suites.near_duplicate import NearDuplicateSuite
 from robustlab.suites.similar_ranking import SimilarRankingSuite, ranking_correct
 from robustlab.train import train
-from tests.helpers import compose_train
+from tests.helpers import LinearClassifier, compose_train
 
 
 # ------------------------------------------------------------------------------ losses
@@ -147,18 +148,236 @@ def test_zero_noise_gives_zero_stability_loss_and_erm_loss():
     assert out.loss.item() == pytest.approx(F.cross_entropy(method.model(x), y).item(), rel=1e-5)
 
 
+# ------------------------------------------------------------------------------ hand-built cases
+# A linear model (features = the flattened pixels, no BatchNorm) on 8x8 images: every term of
+# the loss, and x' for every perturbation, can be written out independently of the method.
+LIN_X = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+LIN_Y = torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def _linear(**kwargs) -> StabilityTraining:
+    torch.manual_seed(0)
+    weight = 0.5 * torch.randn(3, 64)
+    return build_method("stability", LinearClassifier(weight), **kwargs)
+
+
+def _uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(0, 1) * 255 + 0.5).floor().to(torch.uint8)
+
+
+def jpeg_by_hand(x: torch.Tensor, quality: int) -> torch.Tensor:
+    """Each image quantised to uint8, JPEG-encoded at ``quality`` by libjpeg and decoded."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    images = [decode_jpeg(encode_jpeg(image, quality=quality)) for image in _uint8(x)]
+    return torch.stack(images).float() / 255
+
+
+def thumbnail_by_hand(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Box-average down to scale·H, bilinear (half-pixel centres) back up to H."""
+    h = x.shape[-1]
+    small = F.interpolate(x, size=(round(h * scale),) * 2, mode="area")
+    return F.interpolate(small, size=(h, h), mode="bilinear", align_corners=False)
+
+
+def crops_by_hand(x: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """The four corner (H−k)² windows, each resized bilinearly back to H × H."""
+    h = x.shape[-1]
+    return [
+        F.interpolate(x[..., t : t + h - k, s : s + h - k], size=(h, h), mode="bilinear")
+        for t in (0, k)
+        for s in (0, k)
+    ]
+
+
+def shifts_by_hand(x: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """Content moved by (±k, ±k) pixels, zeros shifted in: out[i, j] = x[i − dy, j − dx]."""
+    h = x.shape[-1]
+    padded = F.pad(x, (k, k, k, k))
+    return [
+        padded[..., k - dy : k - dy + h, k - dx : k - dx + h] for dy in (-k, k) for dx in (-k, k)
+    ]
+
+
+def _which(x_perturbed: torch.Tensor, candidates: list[torch.Tensor]) -> list[int]:
+    """Per image, the index of the candidate it equals (to 1e-5); fails if it equals none."""
+    errors = torch.stack([(x_perturbed - c).flatten(1).abs().amax(1) for c in candidates])
+    best = errors.min(dim=0)
+    assert best.values.max().item() < 1e-5, best.values
+    return best.indices.tolist()
+
+
+def test_gaussian_perturbation_is_x_plus_sigma_noise_clipped_only_when_asked():
+    x = torch.full((4, 1, 8, 8), 0.02)
+    for clip in (False, True):
+        method = _linear(sigma=0.3, clip=clip)
+        torch.manual_seed(2)
+        x_perturbed = method.perturb(x)
+        torch.manual_seed(2)
+        expected = x + 0.3 * torch.randn_like(x)
+        torch.testing.assert_close(x_perturbed, expected.clamp(0, 1) if clip else expected)
+    assert (expected < 0).any()  # so clip=false really leaves x' outside [0, 1]
+
+
+@pytest.mark.parametrize("quality", [90, 10])
+def test_jpeg_perturbation_is_the_jpeg_round_trip_at_the_level(quality):
+    method = _linear(perturbation="jpeg", levels={"jpeg": [quality]})
+    x_perturbed = method.perturb(LIN_X)
+    torch.testing.assert_close(x_perturbed, jpeg_by_hand(LIN_X, quality), atol=1e-6, rtol=0)
+    assert (x_perturbed - LIN_X).abs().mean() > 0.01
+
+
+def test_jpeg_levels_are_drawn_per_image():
+    method = _linear(perturbation="jpeg", levels={"jpeg": [10, 90]})
+    torch.manual_seed(0)
+    x = LIN_X.repeat(3, 1, 1, 1)
+    chosen = _which(method.perturb(x), [jpeg_by_hand(x, 10), jpeg_by_hand(x, 90)])
+    assert set(chosen) == {0, 1}
+
+
+def test_thumbnail_perturbation_is_downscale_then_upscale():
+    method = _linear(perturbation="thumbnail", levels={"thumbnail": [0.5]})
+    torch.testing.assert_close(
+        method.perturb(LIN_X), thumbnail_by_hand(LIN_X, 0.5), atol=1e-6, rtol=0
+    )
+
+
+def test_crop_perturbation_is_a_corner_window_resized_back():
+    method = _linear(perturbation="crop", levels={"crop": [2]})
+    torch.manual_seed(0)
+    x = LIN_X.repeat(3, 1, 1, 1)
+    chosen = _which(method.perturb(x), crops_by_hand(x, 2))
+    assert len(set(chosen)) >= 3  # the corner is drawn per image
+
+
+def test_crop_pad_perturbation_shifts_content_and_fills_zeros():
+    method = _linear(perturbation="crop_pad", levels={"crop_pad": [1]})
+    torch.manual_seed(0)
+    x = LIN_X.repeat(3, 1, 1, 1)
+    chosen = _which(method.perturb(x), shifts_by_hand(x, 1))
+    assert len(set(chosen)) >= 3  # the direction is drawn per image
+
+
+def test_gaussian_noise_distortion_adds_noise_of_the_drawn_sigma():
+    method = _linear(perturbation="gaussian_noise", levels={"gaussian_noise": [0.02, 0.1]})
+    torch.manual_seed(0)
+    x = torch.full((32, 1, 16, 16), 0.5)  # far from 0 and 1: clipping never happens
+    noise = (method.perturb(x) - x).flatten(1)
+    assert noise.mean().abs().item() < 0.01
+    std = noise.std(dim=1)
+    chosen = torch.where(
+        (std - 0.02).abs() < 0.004, 0, torch.where((std - 0.1).abs() < 0.02, 1, -1)
+    )
+    assert set(chosen.tolist()) == {0, 1}, std  # every image one of the two levels, both used
+    clipped = method.perturb(torch.zeros(4, 1, 8, 8))
+    assert clipped.min().item() == 0.0 and (clipped == 0).float().mean() > 0.4  # clipped at 0
+
+
+def test_mix_perturbation_draws_one_distortion_per_image():
+    method = _linear(
+        perturbation="mix", mix=["jpeg", "thumbnail"], levels={"jpeg": [50], "thumbnail": [0.5]}
+    )
+    torch.manual_seed(0)
+    x = LIN_X.repeat(3, 1, 1, 1)
+    chosen = _which(method.perturb(x), [jpeg_by_hand(x, 50), thumbnail_by_hand(x, 0.5)])
+    assert set(chosen) == {0, 1}
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"perturbation": "jpeg"}, {"perturbation": "mix"}, {"task": "embedding"}]
+    ("kwargs", "perturbed"),
+    [
+        ({"perturbation": "jpeg", "levels": {"jpeg": [30]}}, lambda x: jpeg_by_hand(x, 30)),
+        (
+            {"perturbation": "thumbnail", "levels": {"thumbnail": [0.5]}},
+            lambda x: thumbnail_by_hand(x, 0.5),
+        ),
+    ],
 )
-def test_other_perturbations_and_the_embedding_task_give_finite_losses(kwargs):
-    method = _method(alpha=1.0, **kwargs)
-    x, y = torch.rand(8, 1, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
-    out = method.training_loss(x, y)
-    assert torch.isfinite(out.loss) and out.loss.item() > 0
-    out.loss.backward()
-    if kwargs.get("task") == "embedding":
-        assert out.logs["triplet_loss"].item() >= 0
-        assert method.embedding_head.weight.grad.abs().sum() > 0
+def test_classification_loss_uses_the_perturbation_and_alpha_weights_the_kl(kwargs, perturbed):
+    logits = _linear().model(LIN_X).detach()
+    logits_p = _linear().model(perturbed(LIN_X)).detach()
+    task = F.cross_entropy(logits, LIN_Y)
+    # KL(p ‖ q) with the clean prediction p as the target, written out
+    p, log_p, log_q = F.softmax(logits, 1), F.log_softmax(logits, 1), F.log_softmax(logits_p, 1)
+    kl = (p * (log_p - log_q)).sum(1).mean()
+    losses = {a: _linear(alpha=a, **kwargs).training_loss(LIN_X, LIN_Y) for a in (1.0, 3.0)}
+    assert losses[1.0].loss.item() == pytest.approx((task + kl).item(), rel=1e-5)
+    assert losses[1.0].logs["stab_loss"].item() == pytest.approx(kl.item(), rel=1e-5)
+    assert (losses[3.0].loss - losses[1.0].loss).item() == pytest.approx(2 * kl.item(), rel=1e-4)
+    smoothed = _linear(alpha=1.0, label_smoothing=0.1, **kwargs).training_loss(LIN_X, LIN_Y)
+    task_smooth = F.cross_entropy(logits, LIN_Y, label_smoothing=0.1)
+    assert smoothed.loss.item() == pytest.approx((task_smooth + kl).item(), rel=1e-5)
+
+
+# Embedding task: with labels (0, 0, 1) the triplets are fixed: anchors 0 and 1, each the
+# other's positive, image 2 the negative of both.
+EMB_X = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(6))
+EMB_Y = torch.tensor([0, 0, 1])
+
+
+def _embedding_terms(method, x_perturbed):
+    """(CE, triplet hinge, ‖e − e'‖₂) written out on the method's L2-normalised embeddings."""
+
+    def embed(z):
+        f = z.flatten(1)
+        if method.embedding_head is not None:
+            f = method.embedding_head(f)
+        return f / f.norm(dim=1, keepdim=True)
+
+    e, e_p = embed(EMB_X), embed(x_perturbed)
+    d = lambda i, j: (e[i] - e[j]).norm()  # noqa: E731
+    m = method.margin
+    triplet = 0.5 * (F.relu(m + d(0, 1) - d(0, 2)) + F.relu(m + d(1, 0) - d(1, 2)))
+    task = F.cross_entropy(method.model(EMB_X), EMB_Y)
+    return task, triplet, e, e_p
+
+
+def _embedding_loss(**kwargs):
+    method = _linear(task="embedding", sigma=0.2, **kwargs)
+    torch.manual_seed(3)
+    out = method.training_loss(EMB_X, EMB_Y)
+    torch.manual_seed(3)
+    x_perturbed = EMB_X + 0.2 * torch.randn_like(EMB_X)
+    return method, out, x_perturbed
+
+
+@pytest.mark.parametrize("embedding_dim", [None, 5])
+def test_embedding_loss_is_task_plus_triplet_plus_alpha_l2_stability(embedding_dim):
+    base = {"embedding_dim": embedding_dim, "margin": 1.5}
+    method, out, x_perturbed = _embedding_loss(alpha=1.0, triplet_weight=1.0, **base)
+    task, triplet, e, e_p = _embedding_terms(method, x_perturbed)
+    stab = (e - e_p).norm(dim=1).mean()
+    assert triplet.item() > 0 and stab.item() > 0
+    assert out.loss.item() == pytest.approx((task + triplet + stab).item(), rel=1e-5)
+    assert out.logs["triplet_loss"].item() == pytest.approx(triplet.item(), rel=1e-5)
+    assert out.logs["stab_loss"].item() == pytest.approx(stab.item(), rel=1e-5)
+    # each weight scales exactly its own term
+    alpha = _embedding_loss(alpha=3.0, triplet_weight=1.0, **base)[1].loss - out.loss
+    assert alpha.item() == pytest.approx(2 * stab.item(), rel=1e-4)
+    weight = _embedding_loss(alpha=1.0, triplet_weight=0.25, **base)[1].loss - out.loss
+    assert weight.item() == pytest.approx(-0.75 * triplet.item(), rel=1e-4)
+    # both hinges are active: a margin 0.1 larger adds 0.1 to the triplet term
+    wider = {**base, "margin": 1.6}
+    margin = _embedding_loss(alpha=1.0, triplet_weight=1.0, **wider)[1].loss - out.loss
+    assert margin.item() == pytest.approx(0.1, rel=1e-4)
+
+
+@pytest.mark.parametrize("detach_clean", [True, False])
+def test_embedding_stability_gradient_follows_detach_clean(detach_clean):
+    method, out, x_perturbed = _embedding_loss(
+        alpha=1.0, triplet_weight=0.0, embedding_dim=5, detach_clean=detach_clean
+    )
+    task, _, e, e_p = _embedding_terms(method, x_perturbed)
+    head = method.embedding_head.weight
+    (got,) = torch.autograd.grad(out.loss, head)
+    stab = {
+        "detached": (e.detach() - e_p).norm(dim=1).mean(),
+        "attached": (e - e_p).norm(dim=1).mean(),
+    }
+    detached = torch.autograd.grad(task + stab["detached"], head, retain_graph=True)[0]
+    attached = torch.autograd.grad(task + stab["attached"], head)[0]
+    torch.testing.assert_close(got, detached if detach_clean else attached)
+    assert (detached - attached).abs().max().item() > 1e-4  # the two really differ
 
 
 @pytest.mark.parametrize(
@@ -280,15 +499,23 @@ class _PixelFeatures(nn.Module):
 
 
 def _evaluate(suite, model, batches):
-    """What SuiteEvaluator does: Σ sum / Σ count per (condition, metric), then records."""
+    """What SuiteEvaluator does: Σ sum / Σ count per (condition, metric), then records. The
+    batches are consecutive slices of one split; each image's neighbour is the next one."""
+    images = torch.cat(batches)
     sums: dict = {}
     for i, condition in enumerate(suite.conditions):
-        for b, x in enumerate(batches):
-            stats = suite.measure(model, x, None, condition, suite.generator(x.device, i, b))
-            for metric, (s, c) in stats.items():
+        start = 0
+        for x in batches:
+            index = torch.arange(start, start + len(x))
+            start += len(x)
+            following = (index + 1) % len(images)
+            labels = torch.zeros(len(x), dtype=torch.long)
+            key = suite.random_key(condition)
+            case = Case(model, x, labels, condition, index, key, images[following], following)
+            for metric, (total, count) in suite.measure(case).items():
                 acc = sums.setdefault((i, metric), [0.0, 0.0])
-                acc[0] += float(s)
-                acc[1] += float(c)
+                acc[0] += float(total)
+                acc[1] += float(count)
     values = {k: s / c for k, (s, c) in sums.items() if c > 0}
     return suite.records(values)
 

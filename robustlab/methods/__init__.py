@@ -2,16 +2,22 @@
 
 ``METHODS`` maps the names used by the ``method`` config group to classes;
 :func:`build_method` also accepts a dotted import path for user-defined methods.
+:func:`check_method_requirements` checks, before data loads, that a run gives its method the
+data it declares it needs (views, same-class groups) and does not test or score a stage that
+trains no classifier.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from robustlab.errors import check
 from robustlab.methods.adversarial import AdversarialTraining
 from robustlab.methods.erm import ERM, TrainingOutput
+from robustlab.methods.generator_stage import GeneratorStage
 from robustlab.methods.selfsup import SelfSupervised
 from robustlab.methods.stability import StabilityTraining
 from robustlab.registry import construct, resolve
@@ -24,10 +30,36 @@ METHODS: dict[str, type] = {
 }
 
 
+def method_class(name: str) -> type[ERM]:
+    """The method class called ``name`` (a ``METHODS`` key or an import path)."""
+    return resolve(METHODS, name, group="method")
+
+
 def build_method(name: str, model: nn.Module, **kwargs: Any) -> ERM:
     """Instantiate the method called ``name`` around ``model`` with config ``kwargs``."""
-    cls = resolve(METHODS, name, group="method")
-    return construct(cls, f"method={name}", model=model, **kwargs)
+    return construct(method_class(name), f"method={name}", model=model, **kwargs)
 
 
-__all__ = ["ERM", "METHODS", "TrainingOutput", "build_method"]
+def check_method_requirements(cfg: Mapping[str, Any]) -> None:
+    """A one-line ConfigError when the run config ``cfg`` (``method``, ``data``, ``test``,
+    ``suite``) does not fit what its method declares (:meth:`ERM.check_requirements`)."""
+    check(
+        isinstance(cfg.get("test", True), bool),
+        f"test must be true or false, got {cfg.get('test')!r}",
+    )
+    cls = method_class(cfg["method"]["name"])
+    if isinstance(cls, type) and issubclass(cls, ERM):  # a user's factory declares nothing
+        cls.check_requirements(
+            cfg["data"], test=bool(cfg.get("test", True)), suites=cfg.get("suite")
+        )
+
+
+__all__ = [
+    "ERM",
+    "METHODS",
+    "GeneratorStage",
+    "TrainingOutput",
+    "build_method",
+    "check_method_requirements",
+    "method_class",
+]

@@ -1,7 +1,9 @@
 """PGD adversarial training (Madry et al., ICLR 2018) and TRADES (Zhang et al., ICML 2019).
 
 Madry: ``min_θ E[max_{‖δ‖_p ≤ ε} CE(f(x + δ), y)]``, the inner max approximated by PGD.
-TRADES: ``CE(f(x), y) + β · KL(f(x) ‖ f(x'))`` with x' maximising the KL term in the ε-ball.
+TRADES: ``CE(f(x), y) + β · KL(f(x) ‖ f(x'))`` with x' maximising the KL term in the ε-ball
+(from a random start: at x' = x the KL and its gradient are 0). The losses are the pure
+functions :func:`robustlab.losses.madry_loss` and :func:`robustlab.losses.trades_loss`.
 The attack is the evaluation one (:func:`robustlab.attacks.build_attack`), so "PGD-10 at 8/255"
 means the same thing in training and in the ``pgd_linf`` suite.
 
@@ -18,49 +20,23 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from robustlab.attacks import Attack, Objective, build_attack, cross_entropy
 from robustlab.errors import ConfigError, check
+from robustlab.losses import kl_divergence, madry_loss, trades_loss
 from robustlab.methods.erm import ERM, TrainingOutput
 
 LOSSES = ("madry", "trades")
 
 
-# ----------------------------------------------------------------------------- pure losses
-def madry_loss(logits_adv: Tensor, y: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Mean ``CE(f(x_adv), y)`` over the batch (Madry et al. 2018)."""
-    return F.cross_entropy(logits_adv, y, label_smoothing=label_smoothing)
-
-
-def trades_kl(logits_clean: Tensor, logits_adv: Tensor) -> Tensor:
-    """Per-example ``KL(softmax(f(x)) ‖ softmax(f(x')))`` = Σ_k p_k (log p_k − log q_k) (B,)."""
-    log_p = F.log_softmax(logits_clean, dim=1)
-    log_q = F.log_softmax(logits_adv, dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
-
-
-def trades_loss(
-    logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float, label_smoothing: float = 0.0
-) -> tuple[Tensor, Tensor, Tensor]:
-    """TRADES (Zhang et al. 2019): ``CE(f(x), y) + β · mean_i KL(f(x_i) ‖ f(x'_i))``.
-
-    Returns ``(loss, ce, kl)``; the KL is averaged over the batch (the reference code's
-    ``KLDivLoss(reduction="sum") / batch_size``).
-    """
-    ce = F.cross_entropy(logits_clean, y, label_smoothing=label_smoothing)
-    kl = trades_kl(logits_clean, logits_adv).mean()
-    return ce + beta * kl, ce, kl
-
-
 def trades_objective(logits_clean: Tensor) -> Objective:
-    """The TRADES attack objective ``x' ↦ KL(f(x) ‖ f(x'))`` with ``f(x)`` held fixed."""
+    """The TRADES attack objective ``x' ↦ KL(f(x) ‖ f(x'))`` per example, ``f(x)`` held fixed."""
     target = logits_clean.detach()
 
     def kl_to_clean(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
-        return trades_kl(target, model(x_adv))
+        return kl_divergence(target, model(x_adv))
 
     return kl_to_clean
 
@@ -89,9 +65,15 @@ def attack_from_config(config: Mapping[str, Any] | None, where: str) -> Attack:
         f"{where}.name must be 'pgd' or 'fgsm' for training, got {name!r}",
     )
     try:
-        return build_attack(name, **options)
+        attack = build_attack(name, **options)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from None
+    check(
+        not attack.targeted,
+        f"{where}.targeted must be false: a targeted attack towards the true label makes "
+        "examples easier, not harder",
+    )
+    return attack
 
 
 class AdversarialTraining(ERM):
@@ -101,11 +83,13 @@ class AdversarialTraining(ERM):
         attack: the training attack, ``{name: pgd|fgsm, norm: linf|l2, eps, steps, step_size,
             random_start, restarts}`` (fractions such as ``"8/255"`` allowed); ``eps: 0`` is
             standard training.
-        loss: ``madry`` (CE on adversarial examples) or ``trades`` (CE on clean + β·KL).
+        loss: ``madry`` (CE on adversarial examples) or ``trades`` (CE on clean + β·KL;
+            needs ``attack.random_start``).
         trades_beta: β of TRADES (6 in Zhang et al. for CIFAR-10).
         attack_in_eval_mode: run the attack with the model in eval mode (see module docstring).
-        val_attack: the attack for ``val/acc_pgd`` (null: the training attack).
-        val_attack_batches: validation batches per epoch on which ``val/acc_pgd`` is measured.
+        val_attack: the attack for ``val/acc_pgd`` (null: the training attack); not targeted.
+        val_attack_batches: validation batches per epoch on which ``val/acc_pgd`` is measured
+            (random starts seeded by the batch index: the same attack every epoch).
         **erm: the :class:`ERM` keys (optimizer, scheduler, label_smoothing, init_from, trainable).
     """
 
@@ -130,6 +114,12 @@ class AdversarialTraining(ERM):
         self.attack = attack_from_config(attack, "method.attack")
         self.val_attack = (
             attack_from_config(val_attack, "method.val_attack") if val_attack else self.attack
+        )
+        check(
+            loss != "trades" or self.attack.eps == 0 or self.attack.random_start,
+            "method.loss=trades needs method.attack.name=pgd with random_start=true: the KL "
+            "term and its gradient are 0 at the clean image, so an attack started there "
+            "never moves",
         )
         self.loss_name = loss
         self.trades_beta = float(trades_beta)
@@ -170,7 +160,9 @@ class AdversarialTraining(ERM):
     def robust_loss(self, x: Tensor, x_adv: Tensor, y: Tensor) -> TrainingOutput:
         """The loss on (x, x_adv): Madry ``CE(f(x_adv), y)`` or TRADES. ``train/acc`` reports
         clean accuracy (for Madry measured in eval mode, so BatchNorm statistics see only the
-        adversarial batch), ``train/acc_adv`` accuracy on x_adv."""
+        adversarial batch), ``train/acc_adv`` accuracy on x_adv. Composed terms
+        (``method.terms``) regularise the trained prediction: f(x_adv) for Madry, f(x) for
+        TRADES."""
         logits_adv = self(x_adv)
         acc_adv = (logits_adv.argmax(1) == y).float().mean()
         if self.loss_name == "trades":
@@ -178,20 +170,26 @@ class AdversarialTraining(ERM):
             loss, ce, kl = trades_loss(
                 logits, logits_adv, y, self.trades_beta, self.label_smoothing
             )
-            return TrainingOutput(loss, logits, {"acc_adv": acc_adv, "ce": ce, "kl": kl})
+            logs = {"acc_adv": acc_adv, "ce": ce, "kl": kl}
+            return TrainingOutput(loss, logits, logs, inputs=x, input_logits=logits)
         loss = madry_loss(logits_adv, y, self.label_smoothing)
+        trained = {"inputs": x_adv, "input_logits": logits_adv}
         if x_adv is x:  # eps = 0: standard training
-            return TrainingOutput(loss, logits_adv, {"acc_adv": acc_adv})
+            return TrainingOutput(loss, logits_adv, {"acc_adv": acc_adv}, **trained)
         with torch.no_grad(), eval_mode(self.model):  # clean accuracy; no BatchNorm update
             logits = self(x)
-        return TrainingOutput(loss, logits, {"acc_adv": acc_adv})
+        return TrainingOutput(loss, logits, {"acc_adv": acc_adv}, **trained)
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        """Also ``val/acc_pgd``: accuracy under ``val_attack`` on the first
+        ``val_attack_batches`` batches, its random start drawn from a generator seeded by the
+        batch index (the same attack every epoch; the global random stream is left alone)."""
         super().validation_step(batch, batch_idx)
         if batch_idx < self.val_attack_batches and self.val_attack.eps > 0:
             x, y = batch
-            x_adv = self.val_attack(self.model, x, y)  # the model is in eval mode here
+            generator = torch.Generator(device=x.device).manual_seed(batch_idx)
+            x_adv = self.val_attack(self.model, x, y, generator)  # the model is in eval mode
             with torch.no_grad():
                 correct = (self.model(x_adv).argmax(1) == y).float()
             self.val_acc_adv.update(correct)

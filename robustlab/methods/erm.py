@@ -1,42 +1,63 @@
 """Empirical risk minimisation, the LightningModule every robustlab method builds on.
 
 ERM minimises E_(x,y)[CE(f(x), y)] (optionally with label smoothing, Szegedy et al. 2016).
-Subclasses change *what* is minimised by overriding :meth:`ERM.training_loss`; optimisation,
-schedules, metrics, logging and checkpoint metadata live here once. Methods that need their
-own optimisation loop (GAN-style generators) set ``automatic_optimization = False`` and
-override ``training_step``; extra trainable parts (heads) are ordinary submodules and are
-optimised automatically, frozen parts (teachers) are excluded via :meth:`trainable_parameters`.
+Subclasses change *what* is minimised by overriding :meth:`ERM.training_loss` (a loss on
+``(x, y)``) or :meth:`ERM.training_objective` (a loss on the whole batch, e.g. ``(x, y, views)``
+for a method that declares ``required_views``, or group-major same-class rows for one that
+declares ``needs_groups``); optimisation, schedules, metrics, logging, composed terms
+(``method.terms``, :mod:`robustlab.methods.terms`) and checkpoint metadata live here once.
+
+Methods with their own optimisation loop (GAN-style stages) set ``automatic_optimization =
+False``, name their optimisers (``method.optimizers``, parameters per name from
+:meth:`ERM.optimizer_parameters`) and step them inside ``training_objective`` (by name:
+:meth:`ERM.optimizers_by_name`); ``training_step`` still logs their output and steps their
+schedules. Extra trainable parts (heads) are ordinary submodules and are optimised
+automatically, frozen parts (teachers) are excluded via :meth:`trainable_parameters`.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
-import torch
 import torch.nn.functional as F
+from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
+from robustlab.checkpoints import CHECKPOINT_KEY, load_classifier, restore_rng, run_record
 from robustlab.errors import CheckpointError, check
-from robustlab.optim import build_optimizer, build_scheduler, optimizer_config, schedule_config
-
-CHECKPOINT_KEY = "robustlab"
-CHECKPOINT_FORMAT = 1
+from robustlab.methods.terms import build_terms
+from robustlab.optim import (
+    OptimizerConfig,
+    ScheduleConfig,
+    build_optimizer,
+    build_scheduler,
+    named_optimizer_configs,
+    optimizer_config,
+    schedule_config,
+)
 
 
 @dataclass
 class TrainingOutput:
-    """What one training step produced: the loss to minimise, the logits whose accuracy is
-    reported as ``train/acc``, and extra scalars logged as ``train/<name>``."""
+    """What one training step produced: the loss to minimise (manual optimisation: the loss
+    reported as ``train/loss``), the logits whose accuracy is reported as ``train/acc`` (None:
+    no accuracy, e.g. a generator stage), and extra scalars logged as ``train/<name>``.
+
+    ``inputs`` / ``input_logits``: the images the trained prediction was made on and its
+    logits with their graph (e.g. the PGD examples of Madry training), which composed terms
+    regularise; None means ``(x, logits)``.
+    """
 
     loss: Tensor
-    logits: Tensor
+    logits: Tensor | None
     logs: dict[str, Tensor] = field(default_factory=dict)
+    inputs: Tensor | None = None
+    input_logits: Tensor | None = None
 
 
 def evaluation_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -51,11 +72,10 @@ def evaluation_metrics(num_classes: int, prefix: str) -> MetricCollection:
 
 
 def initialise_from_checkpoint(model: nn.Module, path: str) -> list[str]:
-    """Copy the matching model tensors of the robustlab checkpoint at ``path`` into ``model``;
-    returns the names that kept their initialisation (absent or differently shaped)."""
-    from robustlab.checkpoints import load_checkpoint, model_state
-
-    source = model_state(load_checkpoint(path))
+    """Copy the matching model tensors of the robustlab checkpoint (or run folder) at ``path``
+    into ``model``; returns the names that kept their initialisation (absent or differently
+    shaped)."""
+    source = load_classifier(path).state_dict()
     target = model.state_dict()
     matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
     features = [k for k in matched if k.startswith("backbone.") and ".classifier." not in f".{k}"]
@@ -97,12 +117,28 @@ def freeze_except(model: nn.Module, trainable: str | list[str]) -> list[nn.Modul
 class ERM(pl.LightningModule):
     """Standard training: ``L = CE_ε(f(x), y)`` with label smoothing ε.
 
+    Class attributes a method sets to declare what it needs (checked before data loads,
+    :meth:`check_requirements`):
+
+    - ``required_views``: names of the extra training views (``data.views``); the training
+      batch is then ``(x, y, views)``.
+    - ``needs_groups``: training rows come as same-class groups (``data.group_size``).
+    - ``is_classifier``: ``self.model`` is a classifier the run tests and scores with suites
+      (False for a generator stage: the run needs ``test=false suite=[]``).
+
     Args:
         model: an :class:`~robustlab.models.ImageClassifier` (takes [0, 1] images).
         optimizer: ``name`` (sgd|adam|adamw), ``lr``, ``momentum``, ``nesterov``,
             ``weight_decay``, ``betas``.
         scheduler: ``name`` (cosine|multistep|constant), ``warmup_epochs``, ``milestones``
-            (epochs), ``gamma``, ``min_lr_ratio``.
+            (epochs), ``gamma``, ``min_lr_ratio``, ``interval`` (step|epoch).
+        optimizers: instead of ``optimizer``/``scheduler`` (which must then be null): named
+            optimisers ``{name: {optimizer keys..., scheduler: {schedule keys...}}}``, one
+            schedule each; parameters per name from :meth:`optimizer_parameters`. More than
+            one needs manual optimisation.
+        terms: composed objective terms ``{name: options}`` (:mod:`robustlab.methods.terms`),
+            e.g. ``{stability: {alpha: 0.1, sigma: 0.04}}``; each adds
+            ``weight · term(model, x_used, logits, y)`` to the training loss.
         label_smoothing: ε in [0, 1).
         init_from: a robustlab checkpoint whose model weights initialise this model
             (fine-tuning); tensors whose name or shape do not match (e.g. a new classifier
@@ -113,6 +149,10 @@ class ERM(pl.LightningModule):
             backbone.classifier]``). Frozen parts also keep their BatchNorm statistics.
     """
 
+    required_views: ClassVar[tuple[str, ...]] = ()
+    needs_groups: ClassVar[bool] = False
+    is_classifier: ClassVar[bool] = True
+
     def __init__(
         self,
         model: nn.Module,
@@ -121,6 +161,8 @@ class ERM(pl.LightningModule):
         label_smoothing: float = 0.0,
         init_from: str | None = None,
         trainable: str | list[str] = "all",
+        optimizers: Mapping[str, Mapping] | None = None,
+        terms: Mapping[str, Mapping | None] | None = None,
     ):
         super().__init__()
         check(
@@ -128,19 +170,90 @@ class ERM(pl.LightningModule):
             f"method.label_smoothing must be in [0, 1), got {label_smoothing}",
         )
         self.model = model
-        self.optimizer_cfg = optimizer_config(optimizer)
-        self.schedule_cfg = schedule_config(scheduler)
+        self.named_optimizer_cfgs: dict[str, tuple[OptimizerConfig, ScheduleConfig]] | None = None
+        if optimizers is None:
+            self.optimizer_cfg = optimizer_config(optimizer)
+            self.schedule_cfg = schedule_config(scheduler)
+        else:
+            check(
+                optimizer is None and scheduler is None,
+                "method.optimizers (named optimisers) replaces method.optimizer and "
+                "method.scheduler: set method.optimizer=null method.scheduler=null",
+            )
+            self.named_optimizer_cfgs = named_optimizer_configs(optimizers)
         self.label_smoothing = float(label_smoothing)
+        self.terms = build_terms(terms)
+        self.check_manual_optimization()
+        check(
+            not init_from or self.is_classifier,
+            f"method.init_from copies classifier weights; {type(self).__name__} trains no "
+            "classifier: set method.init_from=null",
+        )
         if init_from:
             initialise_from_checkpoint(self.model, init_from)
         self.frozen = freeze_except(self.model, trainable)
         self.save_hyperparameters(ignore=["model"])
         self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
-        num_classes = model.num_classes
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_metrics = evaluation_metrics(num_classes, "val/")
-        self.test_metrics = evaluation_metrics(num_classes, "test/")
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self._optimizer_names: list[str] = []
+        self._schedule_intervals: list[str] = []
+        if self.is_classifier:
+            num_classes = model.num_classes
+            self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+            self.val_metrics = evaluation_metrics(num_classes, "val/")
+            self.test_metrics = evaluation_metrics(num_classes, "test/")
+            self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+
+    # ----------------------------------------------------------------- requirements
+    @classmethod
+    def data_requirements(cls) -> dict[str, Any]:
+        """The data keys this method needs set: ``{"views": [names]}`` and/or
+        ``{"group_size": "an integer >= 2"}`` (empty for a plain ``(x, y)`` method)."""
+        needs: dict[str, Any] = {}
+        if cls.required_views:
+            needs["views"] = list(cls.required_views)
+        if cls.needs_groups:
+            needs["group_size"] = "an integer >= 2"
+        return needs
+
+    @classmethod
+    def check_requirements(
+        cls, data: Mapping[str, Any], *, test: bool = True, suites: Any = None
+    ) -> None:
+        """A one-line :class:`~robustlab.errors.ConfigError` naming the key to set when the
+        run's ``data`` config does not give this method its views or groups, or when a stage
+        that trains no classifier would be tested or scored by suites."""
+        name = cls.__name__
+        views = data.get("views") or ()
+        missing = [v for v in cls.required_views if v not in views]
+        check(
+            not missing,
+            f"{name} needs the training view(s) {missing}: set "
+            f"data.views=[{','.join(cls.required_views)}]",
+        )
+        group_size = data.get("group_size")
+        grouped = isinstance(group_size, int) and not isinstance(group_size, bool)
+        check(
+            not cls.needs_groups or (grouped and group_size >= 2),
+            f"{name} trains on same-class groups: set data.group_size=N (N >= 2), "
+            f"got {group_size!r}",
+        )
+        if not cls.is_classifier:
+            check(not test, f"{name} trains no classifier, nothing to test: set test=false")
+            check(not suites, f"{name} trains no classifier for suites to score: set suite=[]")
+
+    def check_manual_optimization(self) -> None:
+        """Several named optimisers need manual optimisation; composed terms need automatic
+        optimisation (a manual method has already stepped when they would be added)."""
+        check(
+            self.automatic_optimization or not self.terms,
+            f"method.terms cannot be added to {type(self).__name__}, which steps its own "
+            "optimisers: remove method.terms",
+        )
+        check(
+            not self.automatic_optimization or len(self.named_optimizer_cfgs or {}) <= 1,
+            f"{type(self).__name__} optimises automatically, with one optimiser; "
+            f"method.optimizers names {list(self.named_optimizer_cfgs or {})}: keep one",
+        )
 
     # ----------------------------------------------------------------- the objective
     def forward(self, x: Tensor) -> Tensor:
@@ -155,16 +268,72 @@ class ERM(pl.LightningModule):
         logits = self(x)
         return TrainingOutput(self.task_loss(logits, y), logits)
 
+    def training_objective(self, batch: tuple) -> TrainingOutput:
+        """The objective on one training batch ``(x, y, *extra)``; by default
+        :meth:`training_loss` on ``(x, y)``. Methods that need views or groups override this;
+        manual-optimisation methods also step their optimisers here."""
+        x, y, *_ = batch
+        return self.training_loss(x, y)
+
+    def objective_with_terms(self, batch: tuple) -> TrainingOutput:
+        """:meth:`training_objective` plus every composed term: ``L + Σ_t w_t · R_t`` on the
+        inputs and logits the objective trained (default: the batch's x and the logits).
+        Each term is logged unweighted as ``train/<log_name>``."""
+        out = self.training_objective(batch)
+        if not self.terms:
+            return out
+        x, y, *_ = batch
+        inputs = x if out.inputs is None else out.inputs
+        logits = out.logits if out.input_logits is None else out.input_logits
+        loss, logs = out.loss, dict(out.logs)
+        for term in self.terms.values():
+            value = term(self.model, inputs, logits, y)
+            loss = loss + term.weight * value
+            logs[term.log_name] = value.detach()
+        return TrainingOutput(loss, out.logits, logs, out.inputs, out.input_logits)
+
     # ----------------------------------------------------------------- Lightning steps
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        out = self.training_loss(x, y)
-        self.train_acc(out.logits.detach(), y)
-        self.log("train/loss", out.loss.detach(), prog_bar=True, on_step=True, on_epoch=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        for name, value in out.logs.items():
-            self.log(f"train/{name}", value.detach(), on_step=False, on_epoch=True)
+    def training_step(self, batch: tuple, batch_idx: int) -> Tensor:
+        out = self.objective_with_terms(batch)
+        self.log_training(out, batch[1])
+        if not self.automatic_optimization:
+            self.step_schedules("step")
         return out.loss
+
+    def log_training(self, out: TrainingOutput, y: Tensor | None) -> None:
+        """``train/loss`` (per step and epoch), ``train/acc`` of ``out.logits`` against ``y``
+        when both exist and the method is a classifier, and ``train/<name>`` for each of
+        ``out.logs`` (epoch means weighted by the batch size, over all processes: the same
+        number on every rank and for any world size)."""
+        batch_size = len(y) if y is not None else None
+        self.log(
+            "train/loss",
+            out.loss.detach(),
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=batch_size,
+            sync_dist=True,
+        )
+        if self.is_classifier and out.logits is not None and y is not None:
+            self.train_acc(out.logits.detach(), y)
+            self.log(
+                "train/acc",
+                self.train_acc,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=batch_size,
+            )
+        for name, value in out.logs.items():
+            self.log(
+                f"train/{name}",
+                value.detach(),
+                on_step=False,
+                on_epoch=True,
+                batch_size=batch_size,
+                sync_dist=True,
+            )
 
     def _evaluation_step(
         self,
@@ -190,43 +359,87 @@ class ERM(pl.LightningModule):
         for module in self.frozen:  # frozen parts keep their running statistics
             module.eval()
 
+    def on_train_epoch_end(self) -> None:
+        if not self.automatic_optimization:
+            self.step_schedules("epoch")
+
     # ----------------------------------------------------------------- optimisation
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters the optimiser updates (all that require grad; frozen parts opt out)."""
         return (p for p in self.parameters() if p.requires_grad)
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = build_optimizer(self.trainable_parameters(), self.optimizer_cfg)
-        scheduler = build_scheduler(
-            optimizer,
-            self.schedule_cfg,
-            total_steps=int(self.trainer.estimated_stepping_batches),
-            max_epochs=max(1, self.trainer.max_epochs or 1),
+    def optimizer_parameters(self) -> dict[str, Iterable[nn.Parameter]]:
+        """Parameters per named optimiser (``method.optimizers``), in the order Lightning gets
+        the optimisers. Default: every trainable parameter under the one configured name; a
+        method with several parts (generator, discriminator) overrides this."""
+        names = list(self.named_optimizer_cfgs or {"model": None})
+        check(
+            len(names) == 1,
+            f"method.optimizers names {names}, but {type(self).__name__} optimises one set "
+            "of parameters: keep one name",
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return {names[0]: self.trainable_parameters()}
+
+    def configure_optimizers(self) -> dict[str, Any] | list[dict[str, Any]]:
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        if self.named_optimizer_cfgs is None:
+            configs = {"model": (self.optimizer_cfg, self.schedule_cfg)}
+            groups = {"model": self.trainable_parameters()}
+        else:
+            configs, groups = self.named_optimizer_cfgs, self.optimizer_parameters()
+            check(
+                sorted(groups) == sorted(configs),
+                f"method.optimizers names {sorted(configs)}; {type(self).__name__} "
+                f"optimises {sorted(groups)}: name exactly those",
+            )
+        self.check_manual_optimization()
+        self._optimizer_names = list(groups)
+        self._schedule_intervals = []
+        entries = []
+        for name, parameters in groups.items():
+            optimizer_cfg, schedule_cfg = configs[name]
+            optimizer = build_optimizer(parameters, optimizer_cfg)
+            scheduler = build_scheduler(
+                optimizer, schedule_cfg, total_steps=total_steps, max_epochs=max_epochs
+            )
+            self._schedule_intervals.append(schedule_cfg.interval)
+            # manual optimisation: step_schedules() steps it at its interval
+            schedule = {"scheduler": scheduler, "interval": schedule_cfg.interval}
+            if self.named_optimizer_cfgs is not None:
+                schedule["name"] = f"lr-{name}"  # the LearningRateMonitor's column
+            entries.append({"optimizer": optimizer, "lr_scheduler": schedule})
+        return entries[0] if len(entries) == 1 else entries
+
+    def optimizers_by_name(self) -> dict[str, Any]:
+        """The run's optimisers (Lightning's wrappers) by their ``method.optimizers`` name
+        (``model`` for the single ``method.optimizer``), for manual optimisation."""
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        return dict(zip(self._optimizer_names, optimizers, strict=True))
+
+    def step_schedules(self, interval: str) -> None:
+        """Manual optimisation: step every schedule configured with ``interval`` (``step``:
+        after each training batch, ``epoch``: after each epoch). Automatic optimisation
+        leaves this to Lightning."""
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        for scheduler, every in zip(schedulers, self._schedule_intervals, strict=True):
+            if every == interval:
+                scheduler.step()
 
     # ----------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store what is needed to rebuild the run and to resume it bit-for-bit: the resolved
-        config and the global RNG states (plain tensors and ints: ``weights_only``-loadable)."""
-        checkpoint[CHECKPOINT_KEY] = {
-            "format": CHECKPOINT_FORMAT,
-            "config": self.run_config,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "python": list(random.getstate()[1]),
-            },
-        }
+        """Store what is needed to rebuild the classifier and to resume bit-for-bit: the
+        resolved config, the classifier's shape and every global random state."""
+        checkpoint[CHECKPOINT_KEY] = run_record(self.run_config, self.model)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume: put every global random state back where the checkpoint left it (only when
+        fitting; testing a saved checkpoint leaves the random streams alone)."""
         rng = checkpoint.get(CHECKPOINT_KEY, {}).get("rng")
-        if not rng:
-            return
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        random.setstate((3, tuple(rng["python"]), None))
+        fitting = self._trainer is None or self._trainer.state.fn == TrainerFn.FITTING
+        if rng and fitting:
+            restore_rng(rng)

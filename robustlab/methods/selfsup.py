@@ -24,6 +24,7 @@ separately).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -151,7 +152,7 @@ class SelfSupervised(AdversarialTraining):
             loss = loss + self.ssl_weight * ssl
             out.logs["ssl_loss"] = ssl
             out.logs.update({f"ssl_acc_{name}": acc for name, acc in accs.items()})
-        return TrainingOutput(loss, out.logits, out.logs)
+        return replace(out, loss=loss)
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

@@ -4,6 +4,12 @@
 x + ε, ε ~ N(0, σ²) per pixel, a fresh draw per example and step). Only the clean x carries
 the task loss L0. Classification: ``Lstab = KL(P(y|x) ‖ P(y|x'))`` with the clean prediction
 as the target. Embeddings: ``Lstab = ‖f(x) − f(x')‖₂`` and L0 adds a triplet ranking loss.
+
+x' and the classification KL come from :class:`~robustlab.methods.terms.StabilityTerm`, the
+same object ``method.terms.stability`` adds to any other method; this class adds what a
+composed term cannot: one joint forward of [x; x'] (``joint_forward``) and the embedding task.
+With ``joint_forward=false`` and ``task=classification`` it equals ``method=erm`` with
+``method.terms.stability`` of the same options.
 """
 
 from __future__ import annotations
@@ -15,21 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab import imageops
-from robustlab.distortions import DEFAULT_LEVELS, DISTORTIONS, random_distortion
 from robustlab.errors import check
-from robustlab.losses import (
-    embedding_stability,
-    random_triplets,
-    stability_kl,
-    triplet_ranking_loss,
-)
+from robustlab.losses import embedding_stability, random_triplets, triplet_ranking_loss
 from robustlab.methods.erm import ERM, TrainingOutput
+from robustlab.methods.terms import PERTURBATIONS, StabilityTerm
 
-#: ``gaussian``: x + N(0, σ²) (the paper's training noise); a distortion name: that
-#: distortion at a level drawn per example from ``levels``; ``mix``: a random distortion of
-#: ``mix`` per example.
-PERTURBATIONS = ("gaussian", *sorted(DISTORTIONS), "mix")
+__all__ = ["PERTURBATIONS", "TASKS", "StabilityTraining"]
+
 TASKS = ("classification", "embedding")
 
 
@@ -83,33 +81,24 @@ class StabilityTraining(ERM):
         triplet_weight: float = 1.0,
         **erm: Any,
     ):
-        check(alpha >= 0, f"method.alpha must be >= 0 (stability loss weight), got {alpha}")
-        check(sigma >= 0, f"method.sigma must be >= 0 (noise std on [0, 1] pixels), got {sigma}")
-        check(
-            perturbation in PERTURBATIONS,
-            f"method.perturbation={perturbation!r} is unknown; valid: {', '.join(PERTURBATIONS)}",
+        stability = StabilityTerm(
+            alpha, sigma, perturbation, levels, mix, clip, detach_clean, where="method"
         )
         check(task in TASKS, f"method.task={task!r} is unknown; valid: {', '.join(TASKS)}")
-        levels = {**DEFAULT_LEVELS, **dict(levels or {})}
-        unknown = sorted((set(levels) | set(mix)) - set(DISTORTIONS))
-        check(
-            not unknown,
-            f"method.levels / method.mix: unknown distortion(s) {unknown}; valid: "
-            f"{', '.join(sorted(DISTORTIONS))}",
-        )
-        check(len(mix) > 0, "method.mix must name at least one distortion")
         check(margin >= 0, f"method.margin must be >= 0, got {margin}")
         check(triplet_weight >= 0, f"method.triplet_weight must be >= 0, got {triplet_weight}")
         check(
             embedding_dim is None or (isinstance(embedding_dim, int) and embedding_dim > 0),
             f"method.embedding_dim must be a positive integer or null, got {embedding_dim!r}",
         )
+        check(
+            "stability" not in (erm.get("terms") or {}),
+            "method=stability already has the stability term: set method.alpha / method.sigma "
+            "instead of method.terms.stability",
+        )
         super().__init__(model, **erm)
-        self.alpha, self.sigma = float(alpha), float(sigma)
-        self.perturbation, self.clip = perturbation, bool(clip)
-        self.levels = {k: list(v) for k, v in levels.items()}
-        self.mix = list(mix)
-        self.detach_clean, self.joint_forward = bool(detach_clean), bool(joint_forward)
+        self.stability = stability
+        self.joint_forward = bool(joint_forward)
         self.task, self.margin = task, float(margin)
         self.triplet_weight = float(triplet_weight)
         self.embedding_head = (
@@ -119,12 +108,14 @@ class StabilityTraining(ERM):
         )
 
     # ----------------------------------------------------------------- pieces
+    @property
+    def alpha(self) -> float:
+        """α, the weight of the stability loss."""
+        return self.stability.weight
+
     def perturb(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """x' for the stability loss (a fresh draw per example)."""
-        if self.perturbation == "gaussian":
-            return imageops.gaussian_noise(x, self.sigma, generator, clip=self.clip)
-        names = self.mix if self.perturbation == "mix" else [self.perturbation]
-        return random_distortion(x, names, self.levels, generator)
+        return self.stability.perturb(x, generator)
 
     def paired_features(self, x: Tensor, x_perturbed: Tensor) -> tuple[Tensor, Tensor]:
         """Penultimate features of x and x' (one concatenated forward when ``joint_forward``)."""
@@ -145,8 +136,7 @@ class StabilityTraining(ERM):
         task = self.task_loss(logits, y)
         logs: dict[str, Tensor] = {"task_loss": task.detach()}
         if self.task == "classification":
-            target = logits.detach() if self.detach_clean else logits
-            stab = stability_kl(target, self.model.classifier(feats_p))
+            stab = self.stability.penalty(logits, self.model.classifier(feats_p))
             loss = task + self.alpha * stab
         else:
             emb, emb_p = self.embed(feats), self.embed(feats_p)
@@ -156,7 +146,8 @@ class StabilityTraining(ERM):
                 if a.numel()
                 else emb.sum() * 0
             )
-            stab = embedding_stability(emb.detach() if self.detach_clean else emb, emb_p)
+            target = emb.detach() if self.stability.detach_clean else emb
+            stab = embedding_stability(target, emb_p)
             loss = task + self.triplet_weight * ranking + self.alpha * stab
             logs["triplet_loss"] = ranking.detach()
         logs["stab_loss"] = stab.detach()
