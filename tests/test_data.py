@@ -572,7 +572,8 @@ def test_registry_and_config_errors():
     )
     with pytest.raises(ConfigError, match="valid choices: .*digits"):
         build_datamodule("cifar11")
-    with pytest.raises(ConfigError, match=r"does not take \['batchsize'\]; accepted keys: .*batch"):
+    typo = r"does not take \['batchsize'\] \(did you mean 'batch_size'\?\); accepted keys: .*batch"
+    with pytest.raises(ConfigError, match=typo):
         build_datamodule("digits", batchsize=3)
     assert build_datamodule("digits", test_fraction=0.5).test_fraction == 0.5
     for bad in (

@@ -17,6 +17,7 @@ from robustlab.data.cifar import (
     CIFAR100DataModule,
 )
 from robustlab.data.digits import DigitsDataModule
+from robustlab.data.groups import GroupBatchSampler
 from robustlab.data.imagefolder import ImageFolderDataModule, ImageNetDataModule
 from robustlab.data.mnist import FashionMNISTDataModule, MNISTDataModule
 from robustlab.data.npz import NpzDataModule
@@ -24,6 +25,7 @@ from robustlab.data.sampler import ShardedBatchSampler
 from robustlab.data.stl10 import STL10DataModule
 from robustlab.data.svhn import SVHNDataModule
 from robustlab.data.synthetic import SyntheticDataModule
+from robustlab.data.views import VIEW_RECIPES, register_view
 from robustlab.registry import construct, resolve
 
 DATASETS: dict[str, type[ImageDataModule]] = {
@@ -53,6 +55,8 @@ def build_datamodule(name: str, **kwargs: Any) -> ImageDataModule:
 
 __all__ = [
     "DATASETS",
+    "VIEW_RECIPES",
+    "GroupBatchSampler",
     "ImageDataModule",
     "LoadedData",
     "ShardedBatchSampler",
@@ -63,5 +67,6 @@ __all__ = [
     "load_labels",
     "random_crop",
     "random_flip",
+    "register_view",
     *(cls.__name__ for cls in DATASETS.values()),
 ]

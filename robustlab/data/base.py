@@ -10,28 +10,33 @@ Two loading paths sit side by side:
 
 Both draw batches from :class:`~robustlab.data.sampler.ShardedBatchSampler`, which shuffles with
 a (seed, epoch) permutation and shards itself over DDP ranks (the trainer runs with
-``use_distributed_sampler=False``).
+``use_distributed_sampler=False``), or, with ``data.group_size``, from
+:class:`~robustlab.data.groups.GroupBatchSampler` (same-class groups, sharded the same way).
+With ``data.views`` training batches also carry named extra views (``robustlab.data.views``),
+made in :meth:`ImageDataModule.on_after_batch_transfer` next to the crop/flip of ``x``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from robustlab.data.augment import crop_and_flip
 from robustlab.data.batches import ItemBatches
+from robustlab.data.groups import GroupBatchSampler, check_group_size
 from robustlab.data.sampler import ShardedBatchSampler
 from robustlab.data.seeding import generator_for
 from robustlab.data.sources import ArraySource, FileSource
 from robustlab.data.subsets import samples_per_class, split_validation
 from robustlab.data.transforms import pil_transform
+from robustlab.data.views import make_views, view_recipes
 from robustlab.errors import ConfigError, DataNotFoundError, check
 from robustlab.imageops import from_uint8
 
@@ -40,6 +45,8 @@ AUGMENT_DEFAULTS: dict[str, Any] = {"crop_padding": 0, "flip": False}
 AUTO = "auto"
 
 Source = ArraySource | FileSource
+#: Replaces a loader's batch dataset, e.g. by one that adds image indices (evaluation suites).
+BatchWrapper = Callable[[Dataset], Dataset]
 
 
 class LoadedData(NamedTuple):
@@ -102,6 +109,16 @@ class ImageDataModule(pl.LightningDataModule):
             transforms in the DataLoader (path b); "auto" => on for tensor-resident datasets.
         pin_memory: pin batches for faster host-to-GPU copies; "auto" => when CUDA is available.
         drop_last: drop the last incomplete training batch (never for val/test).
+        views: names of extra views of every training image (``robustlab.data.views``, e.g.
+            ``[weak, strong]``): training batches become ``(x, y, views)`` with ``views`` a
+            dict name -> float (B, C, H, W) in [0, 1], made on the training device from the
+            un-augmented images (so they need device augmentation: ``device_augment`` auto
+            or true); validation and test batches stay ``(x, y)``.
+        group_size: N => the training loader yields ``batch_size`` groups of N same-class
+            images as one flat batch of ``batch_size * N`` rows, group-major
+            (``robustlab.data.groups``); None => ordinary batches.
+        group_repeats: whether an image may appear more than once in a group (drawn with
+            replacement); false needs at least ``group_size`` training images per class.
     """
 
     name: str = ""
@@ -121,6 +138,9 @@ class ImageDataModule(pl.LightningDataModule):
         device_augment: bool | str = AUTO,
         pin_memory: bool | str = AUTO,
         drop_last: bool = True,
+        views: Sequence[str] | None = None,
+        group_size: int | None = None,
+        group_repeats: bool = False,
     ) -> None:
         super().__init__()
         check(
@@ -156,6 +176,29 @@ class ImageDataModule(pl.LightningDataModule):
             f"data.pin_memory must be true, false or auto, got {pin_memory!r}",
         )
         check(isinstance(drop_last, bool), f"data.drop_last must be true/false, got {drop_last!r}")
+        self.view_recipes = view_recipes(views)
+        check(
+            not self.view_recipes or device_augment is not False,
+            "data.views are made on the training device from un-augmented images; set "
+            "data.device_augment=auto or true (not false)",
+        )
+        check(
+            group_size is None or (_is_int(group_size) and group_size >= 1),
+            f"data.group_size must be an integer >= 1 or null, got {group_size!r}",
+        )
+        check(
+            isinstance(group_repeats, bool),
+            f"data.group_repeats must be true/false, got {group_repeats!r}",
+        )
+        check(
+            group_size is None
+            or group_repeats
+            or samples_per_class is None
+            or samples_per_class >= group_size,
+            f"data.group_size={group_size} needs {group_size} distinct images per class but "
+            f"data.samples_per_class={samples_per_class}; lower data.group_size or set "
+            "data.group_repeats=true",
+        )
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
@@ -168,6 +211,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.device_augment = device_augment
         self.pin_memory = torch.cuda.is_available() if pin_memory == AUTO else pin_memory
         self.drop_last = drop_last
+        self.group_size = group_size
+        self.group_repeats = group_repeats
         self._data: LoadedData | None = None
         self._train_index: Tensor | None = None
         self._val_index: Tensor | None = None
@@ -211,6 +256,13 @@ class ImageDataModule(pl.LightningDataModule):
                 data.train.labels[train_index], self.samples_per_class, self.seed, data.class_names
             )
             train_index = train_index[keep]
+        if self.group_size is not None:
+            check_group_size(
+                data.train.labels[train_index],
+                self.group_size,
+                self.group_repeats,
+                data.class_names,
+            )
         self._data, self._train_index, self._val_index = data, train_index, val_index
         return data
 
@@ -273,8 +325,8 @@ class ImageDataModule(pl.LightningDataModule):
         """Whether training batches are augmented on the device in ``on_after_batch_transfer``."""
         if not self._augment_on:
             return False
-        if self.device_augment == AUTO:
-            return self._ensure_loaded().train.resident
+        if self.device_augment == AUTO:  # views come from un-augmented images: x too
+            return self._ensure_loaded().train.resident or bool(self.view_recipes)
         return bool(self.device_augment)
 
     @property
@@ -310,15 +362,20 @@ class ImageDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data = self._ensure_loaded()
         rank, world = self._shard()
-        sampler = ShardedBatchSampler(
-            len(self._train_index),
-            self.batch_size,
-            mode="train",
-            drop_last=self.drop_last,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-        )
+        shard = {"drop_last": self.drop_last, "seed": self.seed, "rank": rank, "world_size": world}
+        if self.group_size is not None:
+            sampler = GroupBatchSampler(
+                data.train.labels[self._train_index],
+                self.group_size,
+                self.batch_size,
+                repeats=self.group_repeats,
+                class_names=data.class_names,
+                **shard,
+            )
+        else:
+            sampler = ShardedBatchSampler(
+                len(self._train_index), self.batch_size, mode="train", **shard
+            )
         return self._loader(data.train, self._train_index, sampler, train=True)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -327,42 +384,65 @@ class ImageDataModule(pl.LightningDataModule):
             return []
         return self._eval_loader(data.train, self._val_index)
 
-    def test_dataloader(self, max_images: int | None = None) -> DataLoader:
-        """The test split (its first ``max_images`` images when given, e.g. for quick suites)."""
+    def test_dataloader(
+        self, max_images: int | None = None, wrap: BatchWrapper | None = None
+    ) -> DataLoader:
+        """The test split (its first ``max_images`` images when given, e.g. for quick suites).
+
+        ``wrap`` replaces the batch dataset by ``wrap(batches)`` (evaluation suites add each
+        image's index this way, :class:`~robustlab.data.batches.IndexedBatches`).
+        """
         data = self._ensure_loaded()
         if max_images is None:
-            return self._eval_loader(data.test, None)
+            return self._eval_loader(data.test, None, wrap)
         check(
             _is_int(max_images) and max_images >= 1,
             f"max_images must be an integer >= 1 or null, got {max_images!r}",
         )
-        return self._eval_loader(data.test, torch.arange(min(int(max_images), len(data.test))))
+        subset = torch.arange(min(int(max_images), len(data.test)))
+        return self._eval_loader(data.test, subset, wrap)
 
     def arrays_dataloader(
-        self, images: Tensor, labels: Tensor, max_images: int | None = None
+        self,
+        images: Tensor,
+        labels: Tensor,
+        max_images: int | None = None,
+        wrap: BatchWrapper | None = None,
     ) -> DataLoader:
         """An evaluation loader (sharded like the test split) over external uint8 (N, C, H, W)
-        images, e.g. the official CIFAR-10-C release files."""
+        images, e.g. the official CIFAR-10-C release files; ``wrap`` as in test_dataloader."""
         count = len(labels) if max_images is None else min(int(max_images), len(labels))
-        return self._eval_loader(ArraySource(images[:count], labels[:count]), None)
+        return self._eval_loader(ArraySource(images[:count], labels[:count]), None, wrap)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
-    def _eval_loader(self, source: Source, index: Tensor | None) -> DataLoader:
+    def _eval_loader(
+        self, source: Source, index: Tensor | None, wrap: BatchWrapper | None = None
+    ) -> DataLoader:
         rank, world = self._shard()
         size = len(source) if index is None else len(index)
         sampler = ShardedBatchSampler(
             size, self.eval_batch_size, mode="eval", rank=rank, world_size=world
         )
-        return self._loader(source, index, sampler, train=False)
+        return self._loader(source, index, sampler, train=False, wrap=wrap)
 
     def _loader(
-        self, source: Source, index: Tensor | None, sampler: ShardedBatchSampler, *, train: bool
+        self,
+        source: Source,
+        index: Tensor | None,
+        sampler: Sampler[Tensor],
+        *,
+        train: bool,
+        wrap: BatchWrapper | None = None,
     ) -> DataLoader:
+        wrap = wrap or (lambda batches: batches)
         if source.resident and not (train and self.device_augment is False):
             return DataLoader(
-                source.batches(index), sampler=sampler, batch_size=None, pin_memory=self.pin_memory
+                wrap(source.batches(index)),
+                sampler=sampler,
+                batch_size=None,
+                pin_memory=self.pin_memory,
             )
         pre = (
             () if not isinstance(source, FileSource) else source.train_pre if train else source.pre
@@ -376,7 +456,7 @@ class ImageDataModule(pl.LightningDataModule):
                 pre=pre,
             )
         return DataLoader(
-            ItemBatches(source.items(index, transform)),
+            wrap(ItemBatches(source.items(index, transform))),
             sampler=sampler,
             batch_size=None,
             num_workers=self.num_workers,
@@ -391,16 +471,36 @@ class ImageDataModule(pl.LightningDataModule):
         generator = generator_for(self.seed, "augment", rank, epoch, step, device=images.device)
         return crop_and_flip(images, self.augment["crop_padding"], self.augment["flip"], generator)
 
+    def make_views(self, images: Tensor, epoch: int, step: int, rank: int = 0) -> dict[str, Tensor]:
+        """The ``data.views`` of one training batch of un-augmented images: float [0, 1],
+        view ``name`` seeded by (seed, "view", name, rank, epoch, step), one draw per row."""
+        images = from_uint8(images) if images.dtype == torch.uint8 else images
+        generators = {
+            name: generator_for(self.seed, "view", name, rank, epoch, step, device=images.device)
+            for name in self.view_recipes
+        }
+        return make_views(images, self.view_recipes, generators)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """uint8 -> float [0, 1]; in training, batched crop/flip on the batch's device."""
+        """uint8 -> float [0, 1]; in training, batched crop/flip on the batch's device and,
+        with ``data.views``, ``(x, y, views)`` (views made from the un-augmented images)."""
         images, labels = batch
+        raw, views = images, None
         trainer = self.trainer
-        if trainer is not None and trainer.training and self.device_augment_active:
+        if (
+            trainer is not None
+            and trainer.training
+            and (self.device_augment_active or self.view_recipes)
+        ):
             epoch = int(trainer.current_epoch)
             if epoch != self._augment_epoch:
                 self._augment_epoch, self._augment_step = epoch, 0
-            images = self.augment_batch(images, epoch, self._augment_step, int(trainer.global_rank))
+            step, rank = self._augment_step, int(trainer.global_rank)
+            if self.device_augment_active:
+                images = self.augment_batch(images, epoch, step, rank)
+            if self.view_recipes:
+                views = self.make_views(raw, epoch, step, rank)
             self._augment_step += 1
         if images.dtype == torch.uint8:
             images = from_uint8(images)
-        return images, labels
+        return (images, labels) if views is None else (images, labels, views)
