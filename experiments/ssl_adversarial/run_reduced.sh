@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The reduced-scale MNIST runs behind RESULTS.md (2-core shared CPU): two streams in parallel,
 # one torch thread each. Usage:
-#   ROBUSTLAB_DATA=/work/shared/data bash experiments/ssl_adversarial/run_reduced.sh OUT_DIR
+#   ROBUSTLAB_DATA=../shared/data bash experiments/ssl_adversarial/run_reduced.sh OUT_DIR
 set -euo pipefail
 OUT=${1:?usage: run_reduced.sh OUT_DIR}
 TRAIN=${TRAIN:-.venv/bin/robustlab-train}
