@@ -146,3 +146,19 @@ def _read_wandb_runs(folder: Path) -> list[dict]:
             run["config"].update({item.key: json.loads(item.value_json) for item in updates})
         runs.append(run)
     return runs
+
+
+def suite_trainer():
+    """The single-process CPU Trainer the evaluation suites run under in tests (input gradients
+    allowed for attacks, robustlab's own sharding, no logger or progress output)."""
+    import pytorch_lightning as pl
+
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        inference_mode=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )

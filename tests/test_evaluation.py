@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from robustlab.checkpoints import load_checkpoint, model_state
@@ -20,7 +19,7 @@ from robustlab.report import main as report_main
 from robustlab.suites.clean import calibration_stats
 from robustlab.suites.corruption_error import baseline_from_results, corruption_errors
 from robustlab.train import train
-from tests.helpers import compose_train, results_of, run_app
+from tests.helpers import compose_train, results_of, run_app, suite_trainer
 
 
 def test_mce_on_hand_computed_example():
@@ -149,14 +148,7 @@ def _model_and_data(run_dir: Path, **data_overrides):
 
 def _evaluate(run_dir: Path, suites: dict, **data_overrides):
     model, datamodule = _model_and_data(run_dir, **data_overrides)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        inference_mode=False,
-        enable_progress_bar=False,
-        use_distributed_sampler=False,
-    )
+    trainer = suite_trainer()
     return run_suites(suites, model, datamodule, trainer, seed=0)
 
 
@@ -269,13 +261,7 @@ def test_random_suites_do_not_depend_on_the_worker_count(tmp_path):
         datamodule = build_datamodule(
             "imagefolder", root=tmp_path, num_workers=workers, eval_batch_size=batch
         )
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            logger=False,
-            inference_mode=False,
-            enable_progress_bar=False,
-            use_distributed_sampler=False,
-        )
+        trainer = suite_trainer()
         runs.append(run_suites(suites, model, datamodule, trainer, seed=0).records)
     assert len(runs[0]) == len(runs[1]) > 0
     for a, b in zip(*runs, strict=True):

@@ -24,6 +24,7 @@ from robustlab.report import (
     to_csv,
     to_markdown,
 )
+from tests.helpers import suite_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
 
@@ -490,7 +491,6 @@ def test_default_columns_leave_out_clean_acc_that_repeats_test_acc(tmp_path: Pat
 def digits_eval():
     """A small CNN trained for a few seconds on the bundled digits, its datamodule, and a
     one-process CPU trainer for the suites."""
-    import pytorch_lightning as pl
     import torch
     import torch.nn.functional as F
 
@@ -517,15 +517,7 @@ def digits_eval():
             loss.backward()
             optimizer.step()
     model.zero_grad(set_to_none=True)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        inference_mode=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
+    trainer = suite_trainer()
     return model.eval(), datamodule, trainer
 
 
