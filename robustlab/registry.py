@@ -183,6 +183,4 @@ def check_types(factory: Callable, where: str, kwargs: Mapping[str, Any]) -> Non
     hints = _type_hints(factory)
     for key, value in kwargs.items():
         if key in hints and not _matches(value, hints[key]):
-            raise ConfigError(
-                f"{where}.{key} must be {_describe(hints[key])}, got {value!r}"
-            )
+            raise ConfigError(f"{where}.{key} must be {_describe(hints[key])}, got {value!r}")

@@ -23,7 +23,7 @@ import torch
 
 from robustlab.data import build_datamodule
 from robustlab.errors import DataNotFoundError
-from robustlab.imageops import from_uint8
+from robustlab.perturbations.imageops import from_uint8
 
 AUGMENT = {"crop_padding": 4, "flip": True}
 

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from robustlab import imageops
-from robustlab.corruptions import ALL_CORRUPTIONS, corrupt
+from robustlab.perturbations import imageops
+from robustlab.perturbations.corruptions import ALL_CORRUPTIONS, corrupt
 
 
 def install_imagecorruptions_shims():

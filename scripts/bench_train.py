@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from robustlab.callbacks import build_callbacks  # noqa: E402
-from robustlab.train import build_data, build_run_method  # noqa: E402
-from robustlab.trainer import build_trainer  # noqa: E402
+from robustlab.run.builders import build_data, build_run_method  # noqa: E402
+from robustlab.run.callbacks import build_callbacks  # noqa: E402
+from robustlab.run.trainer import build_trainer  # noqa: E402
 
 
 class StepTimer(pl.Callback):

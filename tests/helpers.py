@@ -31,7 +31,7 @@ def run_app(
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     full_env.pop("HYDRA_FULL_ERROR", None) if not (env or {}).get("HYDRA_FULL_ERROR") else None
     return subprocess.run(
-        [sys.executable, "-m", f"robustlab.{app}", *overrides],
+        [sys.executable, "-m", f"robustlab.cli.{app}", *overrides],
         cwd=cwd,
         env=full_env,
         capture_output=True,

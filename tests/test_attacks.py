@@ -816,7 +816,7 @@ def test_robust_accuracy_counts_every_example_and_passes_the_generator_only_when
             return flip(model_, x_, y_)
 
     assert robust_accuracy(model, (x, y), flip_with_generator, generator=g) == pytest.approx(1 / 5)
-    (m, xa, ya, ga), = calls
+    ((m, xa, ya, ga),) = calls
     assert m is model and torch.equal(xa, x) and torch.equal(ya, y) and ga is g
     calls.clear()
     robust_accuracy(model, (x, y), flip_with_generator)

@@ -11,7 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from robustlab.checkpoints import (
+from robustlab.cli.evaluate import evaluate
+from robustlab.cli.train import train
+from robustlab.errors import CheckpointError
+from robustlab.run.checkpoints import (
     CHECKPOINT_KEY,
     capture_rng,
     frozen,
@@ -19,9 +22,6 @@ from robustlab.checkpoints import (
     load_classifier,
     restore_rng,
 )
-from robustlab.errors import CheckpointError
-from robustlab.evaluate import evaluate
-from robustlab.train import train
 from tests.helpers import compose_train, results_of, run_app
 
 RUN = [
@@ -143,8 +143,8 @@ def test_pretrained_inception_keeps_transform_input_when_rebuilt(tmp_path):
     (transform_input=True); the rebuilt network must do the same without the weights (a
     randomly initialised GoogLeNet's logits hardly depend on the input, so the switch itself is
     checked)."""
-    from robustlab.checkpoints import run_record
     from robustlab.models import build_classifier
+    from robustlab.run.checkpoints import run_record
 
     model = build_classifier("torchvision", 3, 3, (0.5,) * 3, (0.25,) * 3, arch="googlenet")
     model.backbone.net.transform_input = True  # what weights=IMAGENET1K_V1 builds

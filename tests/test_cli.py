@@ -146,7 +146,10 @@ def test_eval_rejects_a_bad_suite_before_the_clean_suite_runs(tmp_path):
     assert not (eval_dir / "report.md").exists()
     _assert_clean_failure(proc, "suite.pgd_linf.epsilons must be >= 0")
     proc = run_app(
-        "evaluate", f"checkpoint={checkpoint}", f"hydra.run.dir={eval_dir}", "seed=abc",
+        "evaluate",
+        f"checkpoint={checkpoint}",
+        f"hydra.run.dir={eval_dir}",
+        "seed=abc",
         cwd=tmp_path,
     )
     _assert_clean_failure(proc, "seed must be a non-negative integer, got 'abc'")
@@ -187,7 +190,10 @@ def _sweep_wandb_runs(tmp_path, *launcher: str) -> None:
         assert run["config"]["model"] == "small_cnn"
         assert run["history"] >= 1 and run["exit_code"] == 0
     assert sorted((r["config"]["seed"], r["config"]["optimizer"]["lr"]) for r in runs) == [
-        (0, 0.05), (0, 0.1), (1, 0.05), (1, 0.1)
+        (0, 0.05),
+        (0, 0.1),
+        (1, 0.05),
+        (1, 0.1),
     ]
 
 
@@ -205,7 +211,7 @@ def test_failed_job_finishes_its_wandb_run(tmp_path, monkeypatch):
     same process starts a run of its own instead of writing into the failed one."""
     import wandb
 
-    from robustlab.loggers import JobIdentity, build_loggers, job_scope
+    from robustlab.run.loggers import JobIdentity, build_loggers, job_scope
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     with pytest.raises(RuntimeError), job_scope(JobIdentity(name="a", config={"seed": 0})):
@@ -338,7 +344,7 @@ def test_terminated_run_records_why_it_failed(tmp_path):
         [
             sys.executable,
             "-m",
-            "robustlab.train",
+            "robustlab.cli.train",
             "trainer.max_epochs=500",
             "trainer.enable_progress_bar=false",
             f"hydra.run.dir={run_dir}",

@@ -11,8 +11,9 @@ import torch
 from torch.nn import functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from robustlab import imageops
-from robustlab.corruptions import (
+from robustlab.errors import ConfigError, DataNotFoundError, RobustlabError
+from robustlab.perturbations import imageops
+from robustlab.perturbations.corruptions import (
     ALL_CORRUPTIONS,
     CORRUPTIONS,
     HELDOUT_CORRUPTIONS,
@@ -23,11 +24,10 @@ from robustlab.corruptions import (
     load_corrupted_release,
     textures,
 )
-from robustlab.corruptions.color import hsv_to_rgb, rgb_to_gray, rgb_to_hsv
-from robustlab.corruptions.params import zoom_factors
-from robustlab.corruptions.plasma import plasma_fractal
-from robustlab.corruptions.swaps import local_shuffle_map
-from robustlab.errors import ConfigError, DataNotFoundError, RobustlabError
+from robustlab.perturbations.corruptions.color import hsv_to_rgb, rgb_to_gray, rgb_to_hsv
+from robustlab.perturbations.corruptions.params import zoom_factors
+from robustlab.perturbations.corruptions.plasma import plasma_fractal
+from robustlab.perturbations.corruptions.swaps import local_shuffle_map
 from robustlab.randomness import ImageStreams
 
 # corruptions that draw no random numbers
@@ -419,7 +419,7 @@ def test_glass_shuffle_with_unit_shift_reads_up_left_neighbours():
 
 
 def test_defocus_kernel_is_a_normalised_disk():
-    from robustlab.corruptions.blur import disk_kernel
+    from robustlab.perturbations.corruptions.blur import disk_kernel
 
     k = disk_kernel(1.0, 0.2)
     assert k.shape == (17, 17) and float(k.sum()) == pytest.approx(1.0, abs=1e-6)
@@ -469,7 +469,7 @@ def test_gaussian_and_zoom_blur_match_scipy():
 
 
 def test_motion_blur_line_kernel_by_hand():
-    from robustlab.corruptions.filters import motion_blur
+    from robustlab.perturbations.corruptions.filters import motion_blur
 
     x = torch.rand(2, 1, 12, 12, generator=_gen(4))
     out = motion_blur(x, 2, 1.0, torch.tensor([0.0, 90.0]))  # 5 taps, w_i ∝ exp(-i²/2)
@@ -528,12 +528,12 @@ def test_frost_without_imagecorruptions_says_how_to_install(monkeypatch):
 
 def test_spatter_opencv_ports_match_opencv():
     cv2 = pytest.importorskip("cv2")
-    from robustlab.corruptions import cvops
+    from robustlab.perturbations.corruptions import cvops
 
     rng = np.random.default_rng(0)
     for sigma, threshold in ((0.7, 0.7), (2.0, 0.68)):
         base = torch.from_numpy(rng.normal(0.65, 0.3, (32, 32)))[None, None]
-        from robustlab.corruptions.filters import gaussian_filter
+        from robustlab.perturbations.corruptions.filters import gaussian_filter
 
         liquid = gaussian_filter(base, sigma)
         liquid = torch.where(liquid < threshold, 0.0, liquid)
@@ -671,7 +671,7 @@ def _displacement(out: torch.Tensor) -> torch.Tensor:
 
 
 def test_elastic_displacement_is_alpha_times_the_smoothed_uniform_field():
-    from robustlab.corruptions.filters import gaussian_filter
+    from robustlab.perturbations.corruptions.filters import gaussian_filter
 
     core = CORRUPTIONS["elastic_transform"].core
     x = _coordinate_image(32, 32)

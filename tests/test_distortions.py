@@ -8,9 +8,14 @@ import torchvision.transforms.functional as TF
 from torch.nn import functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from robustlab import distortions, imageops
-from robustlab.distortions import DEFAULT_LEVELS, DISTORTIONS, distort, random_distortion
 from robustlab.errors import ConfigError
+from robustlab.perturbations import distortions, imageops
+from robustlab.perturbations.distortions import (
+    DEFAULT_LEVELS,
+    DISTORTIONS,
+    distort,
+    random_distortion,
+)
 from robustlab.randomness import ImageStreams
 
 

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from robustlab.checkpoints import load_checkpoint, model_state
-from robustlab.corruptions import TEST_CORRUPTIONS
+from robustlab.cli.report import main as report_main
+from robustlab.cli.train import train
 from robustlab.data import build_datamodule
 from robustlab.errors import ConfigError
-from robustlab.evaluation import run_suites
 from robustlab.models import build_classifier
-from robustlab.report import main as report_main
+from robustlab.perturbations.corruptions import TEST_CORRUPTIONS
+from robustlab.run.checkpoints import load_checkpoint, model_state
 from robustlab.suites.clean import calibration_stats
 from robustlab.suites.corruption_error import baseline_from_results, corruption_errors
-from robustlab.train import train
+from robustlab.suites.runner import run_suites
 from tests.helpers import compose_train, results_of, run_app, suite_trainer
 
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from robustlab.cli.train import train
 from robustlab.errors import CheckpointError, ConfigError
 from robustlab.methods import build_method
 from robustlab.models import build_classifier
-from robustlab.train import train
 from tests.helpers import QUICK, LinearClassifier, compose_train, results_of
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from robustlab.errors import ConfigError
-from robustlab.optim import (
+from robustlab.methods.optim import (
     ScheduleConfig,
     build_optimizer,
     build_scheduler,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks import cross_entropy
+from robustlab.cli.train import train
 from robustlab.errors import ConfigError
 from robustlab.losses import stability_kl
 from robustlab.methods import (
@@ -25,10 +26,9 @@ from robustlab.methods import (
     build_method,
     check_method_requirements,
 )
+from robustlab.methods.optim import build_optimizer, build_scheduler, named_optimizer_configs
 from robustlab.methods.terms import StabilityTerm, build_terms
 from robustlab.models import build_classifier
-from robustlab.optim import build_optimizer, build_scheduler, named_optimizer_configs
-from robustlab.train import train
 from tests.helpers import QUICK, compose_train, results_of, run_app
 
 
@@ -133,9 +133,7 @@ def test_a_stage_without_classifier_must_skip_test_and_suites():
         ToyGAN.check_requirements({}, test=True, suites=[])
     with pytest.raises(ConfigError, match=r"set suite=\[\]"):
         ToyGAN.check_requirements({}, test=False, suites={"clean": {}})
-    cfg = compose_train(
-        "method.name=tests.test_platform_methods:ToyGAN", "test=false", "suite=[]"
-    )
+    cfg = compose_train("method.name=tests.test_platform_methods:ToyGAN", "test=false", "suite=[]")
     check_method_requirements(cfg)
     with pytest.raises(ConfigError, match="set test=false"):
         check_method_requirements(compose_train("method.name=tests.test_platform_methods:ToyGAN"))
@@ -163,10 +161,21 @@ def test_named_optimizer_configs_keep_order_and_name_the_bad_key():
 
 def test_epoch_interval_schedule_steps_once_per_epoch():
     param = nn.Parameter(torch.zeros(1))
-    (opt_cfg, sched_cfg), = named_optimizer_configs(
-        {"g": {"name": "sgd", "lr": 1.0, "momentum": 0.0, "weight_decay": 0.0,
-               "scheduler": {"name": "multistep", "milestones": [2, 3], "gamma": 0.5,
-                             "interval": "epoch"}}}
+    ((opt_cfg, sched_cfg),) = named_optimizer_configs(
+        {
+            "g": {
+                "name": "sgd",
+                "lr": 1.0,
+                "momentum": 0.0,
+                "weight_decay": 0.0,
+                "scheduler": {
+                    "name": "multistep",
+                    "milestones": [2, 3],
+                    "gamma": 0.5,
+                    "interval": "epoch",
+                },
+            }
+        }
     ).values()
     optimizer = build_optimizer([param], opt_cfg)
     # total_steps is ignored at epoch interval: epochs are the schedule's unit
@@ -350,8 +359,11 @@ def test_term_options_are_checked_where_they_are_set():
     with pytest.raises(ConfigError, match="already has the stability term"):
         build_method("stability", _classifier(), terms={"stability": {}})
     with pytest.raises(ConfigError, match="remove method.terms"):
-        ToyGAN(_classifier(), optimizers={"generator": {}, "discriminator": {}},
-               terms={"stability": {}})
+        ToyGAN(
+            _classifier(),
+            optimizers={"generator": {}, "discriminator": {}},
+            terms={"stability": {}},
+        )
     assert isinstance(build_terms({"stability": None})["stability"], StabilityTerm)
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robustlab.errors import RobustlabError
-from robustlab.report import (
+from robustlab.cli.report import (
     aggregate,
     build_table,
     format_level,
@@ -24,6 +23,7 @@ from robustlab.report import (
     to_csv,
     to_markdown,
 )
+from robustlab.errors import RobustlabError
 from tests.helpers import suite_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models
@@ -360,7 +360,7 @@ def test_python_dash_m_entry_point(two_configs: Path, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "robustlab.report",
+            "robustlab.cli.report",
             str(two_configs),
             "--metrics",
             "test/acc",
@@ -486,7 +486,6 @@ def test_default_columns_leave_out_clean_acc_that_repeats_test_acc(tmp_path: Pat
 # --------------------------------------------------------------------------- evaluation report
 
 
-
 @pytest.fixture(scope="module")
 def digits_eval():
     """A small CNN trained for a few seconds on the bundled digits, its datamodule, and a
@@ -529,9 +528,9 @@ def test_each_suite_is_compared_with_clean_accuracy_on_its_own_images(digits_eva
     report.md states the image count and the reference next to the numbers."""
     import torch
 
-    from robustlab.evaluation import run_suites
-    from robustlab.evaluation.report_card import write_report_card
+    from robustlab.reporting.report_card import write_report_card
     from robustlab.results import Results
+    from robustlab.suites.runner import run_suites
 
     model, datamodule, trainer = digits_eval
     images, labels = datamodule.test_arrays()
@@ -572,8 +571,8 @@ def test_report_plot_is_readable_at_19_corruptions_by_5_severities(tmp_path):
     reference as a dashed line in every panel, and the legend below every panel (no overlap)."""
     import matplotlib.pyplot as plt
 
-    from robustlab.evaluation.report_card import plot_suite, suite_panels
     from robustlab.reporting.plots import panel_figure
+    from robustlab.reporting.report_card import plot_suite, suite_panels
     from robustlab.results import RobustnessRecord
 
     names = [f"corruption_{i:02d}" for i in range(19)]
@@ -621,9 +620,9 @@ def test_autoattack_backend_and_version_are_recorded(digits_eval, tmp_path):
     import torch
 
     from robustlab.attacks import autoattack
-    from robustlab.evaluation import run_suites
-    from robustlab.evaluation.report_card import write_report_card
+    from robustlab.reporting.report_card import write_report_card
     from robustlab.results import Results, read_results, write_results
+    from robustlab.suites.runner import run_suites
 
     model, datamodule, trainer = digits_eval
     options = {"attack": "autoattack", "backend": "reference", "epsilons": [0.1]}
@@ -663,7 +662,7 @@ def test_missing_autoattack_backend_stops_before_any_suite_runs(digits_eval, mon
     import pytorch_lightning as pl
 
     from robustlab.errors import ConfigError
-    from robustlab.evaluation import run_suites
+    from robustlab.suites.runner import run_suites
 
     model, datamodule, _ = digits_eval
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
@@ -683,16 +682,14 @@ def test_missing_autoattack_backend_stops_before_any_suite_runs(digits_eval, mon
 def test_report_card_skips_the_plot_when_no_condition_has_two_levels(tmp_path):
     """Each condition measured at one level (but at different levels across conditions) has no
     curve to draw: the report keeps its tables and writes no plot (it used to divide by zero)."""
-    from robustlab.evaluation.report_card import write_report_card
+    from robustlab.reporting.report_card import write_report_card
     from robustlab.results import Results, RobustnessRecord
 
     records = [
         RobustnessRecord("distortions", "jpeg", 50, "acc", 0.81),
         RobustnessRecord("distortions", "thumbnail", 0.5, "acc", 0.74),
     ]
-    results = Results(
-        method="erm", data="digits", model="small_cnn", seed=0, robustness=records
-    )
+    results = Results(method="erm", data="digits", model="small_cnn", seed=0, robustness=records)
     report = write_report_card(results, tmp_path).read_text()
     assert "| jpeg |" in report and "0.8100" in report and "0.7400" in report
     assert "![" not in report and not (tmp_path / "plots").exists()

@@ -208,4 +208,3 @@ def test_json_safe_turns_scalar_tensors_and_booleans_into_numbers():
     big = torch.ones(2)
     assert json_safe({"t": big})["t"] is big  # not a scalar: left for the writer
     assert scalar_metrics({"flag": torch.tensor(True)}) == {"flag": 1}
-

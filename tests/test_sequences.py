@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from robustlab.errors import ConfigError
-from robustlab.perturbation_sequences import (
+from robustlab.perturbations.sequences import (
     DEFAULT_STEPS,
     FLIP_REFERENCE,
     SEQUENCES,

@@ -11,14 +11,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from robustlab.attacks import cross_entropy, input_gradient, pgd
-from robustlab.checkpoints import load_checkpoint, model_state
+from robustlab.cli.train import train
 from robustlab.errors import ConfigError
 from robustlab.losses import kl_divergence, madry_loss, stability_kl, trades_loss
 from robustlab.methods import build_method
 from robustlab.methods.adversarial import eval_mode, trades_objective
-from robustlab.models import build_backbone
-from robustlab.models.wrapper import ImageClassifier
-from robustlab.pretext import (
+from robustlab.methods.pretext import (
     Jigsaw,
     Rotation,
     build_pretexts,
@@ -27,7 +25,9 @@ from robustlab.pretext import (
     rotate,
     shuffle_patches,
 )
-from robustlab.train import train
+from robustlab.models import build_backbone
+from robustlab.models.wrapper import ImageClassifier
+from robustlab.run.checkpoints import load_checkpoint, model_state
 from tests.helpers import QUICK, LinearClassifier, compose_train
 
 
@@ -237,7 +237,7 @@ def test_attacked_ssl_objective_includes_the_ssl_term():
 
 def digits_arrays(stage: str) -> tuple[torch.Tensor, torch.Tensor]:
     """All images (float [0, 1]) and labels of the digits train or test split."""
-    from robustlab.train import build_data
+    from robustlab.run.builders import build_data
 
     datamodule = build_data(compose_train())
     datamodule.prepare_data()

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlab.cli.train import train
 from robustlab.errors import ConfigError
 from robustlab.losses import (
     embedding_stability,
@@ -30,7 +31,6 @@ from robustlab.suites.distance_histograms import (
 )
 from robustlab.suites.near_duplicate import NearDuplicateSuite
 from robustlab.suites.similar_ranking import SimilarRankingSuite, ranking_correct
-from robustlab.train import train
 from tests.helpers import LinearClassifier, compose_train
 
 
@@ -442,8 +442,8 @@ def test_stability_training_is_more_stable_than_erm_on_digits(tmp_path):
 
 
 def _digits_test_images(cfg) -> torch.Tensor:
-    from robustlab.imageops import from_uint8
-    from robustlab.train import build_data
+    from robustlab.perturbations.imageops import from_uint8
+    from robustlab.run.builders import build_data
 
     images, _ = build_data(cfg).test_arrays()
     return from_uint8(images)

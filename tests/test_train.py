@@ -16,9 +16,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from robustlab.checkpoints import load_classifier
-from robustlab.train import build_data as train_data
-from robustlab.train import train
+from robustlab.cli.train import train
+from robustlab.run.builders import build_data as train_data
+from robustlab.run.checkpoints import load_classifier
 from tests.helpers import QUICK, compose_train, results_of, run_app, wandb_offline_runs
 
 CONF = Path(__file__).resolve().parents[1] / "robustlab" / "conf"
@@ -204,7 +204,7 @@ def test_interrupted_stochastic_run_resumes_exactly(tmp_path):
 def test_resumed_run_continues_the_interrupted_wandb_run(tmp_path):
     """resume=auto logs into the wandb run of the interrupted part (same run id, so ``wandb
     sync`` joins both parts into one history); a fresh run in a new folder gets its own id."""
-    from robustlab.loggers import finish_wandb
+    from robustlab.run.loggers import finish_wandb
 
     finish_wandb()  # a run an earlier in-process test left open would be reused by Lightning
     overrides = [*TINY, "trainer.max_epochs=2", "logger=[csv,wandb]"]
@@ -228,7 +228,7 @@ def test_resumed_run_continues_the_interrupted_wandb_run(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
-    """The real thing: ``python -m robustlab.train`` gets SIGTERM once an epoch is
+    """The real thing: ``python -m robustlab.cli.train`` gets SIGTERM once an epoch is
     checkpointed; ``resume=auto`` finishes it with the weights and metric history of a run
     that was never stopped, each epoch logged exactly once."""
     overrides = [
@@ -246,7 +246,7 @@ def test_sigterm_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
 
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "robustlab.train", *overrides, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "robustlab.cli.train", *overrides, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from robustlab.cli.train import train
 from robustlab.data import build_datamodule
 from robustlab.data.augment import crop_at
 from robustlab.data.groups import GroupBatchSampler
@@ -21,7 +22,6 @@ from robustlab.data.views import VIEW_RECIPES, crop_padding_for, register_view
 from robustlab.errors import ConfigError
 from robustlab.methods import ERM
 from robustlab.methods.erm import TrainingOutput
-from robustlab.train import train
 from tests.helpers import QUICK, compose_train, results_of, run_app
 
 REPO = Path(__file__).resolve().parents[1]

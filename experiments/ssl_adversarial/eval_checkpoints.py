@@ -19,8 +19,13 @@ import torch
 from omegaconf import OmegaConf
 
 from robustlab.attacks import pgd
-from robustlab.checkpoints import CHECKPOINT_KEY, checkpoint_path, load_checkpoint, load_classifier
-from robustlab.train import build_data
+from robustlab.cli.train import build_data
+from robustlab.run.checkpoints import (
+    CHECKPOINT_KEY,
+    checkpoint_path,
+    load_checkpoint,
+    load_classifier,
+)
 
 LINF = (0.05, 0.1, 0.2, 0.3)
 L2 = (0.5, 1.0, 2.0)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from robustlab.errors import check
-from robustlab.imageops import from_uint8
+from robustlab.perturbations.imageops import from_uint8
 
 AttackFn = Callable[..., Tensor]
 Batches = Iterable[Sequence[Tensor]] | tuple[Tensor, Tensor]

@@ -38,7 +38,7 @@ from robustlab.data.subsets import samples_per_class, split_validation
 from robustlab.data.transforms import pil_transform
 from robustlab.data.views import make_views, view_recipes
 from robustlab.errors import ConfigError, DataNotFoundError, check
-from robustlab.imageops import from_uint8
+from robustlab.perturbations.imageops import from_uint8
 
 ROOT_ENV = "ROBUSTLAB_DATA"
 AUGMENT_DEFAULTS: dict[str, Any] = {"crop_padding": 0, "flip": False}

@@ -16,7 +16,7 @@ from robustlab.data.base import ImageDataModule, LoadedData
 from robustlab.data.seeding import generator_for
 from robustlab.data.sources import ArraySource
 from robustlab.errors import check
-from robustlab.imageops import to_uint8
+from robustlab.perturbations.imageops import to_uint8
 
 
 def synthetic_images(

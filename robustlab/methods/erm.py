@@ -28,10 +28,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
 
-from robustlab.checkpoints import CHECKPOINT_KEY, load_classifier, restore_rng, run_record
 from robustlab.errors import CheckpointError, check
-from robustlab.methods.terms import build_terms
-from robustlab.optim import (
+from robustlab.methods.optim import (
     OptimizerConfig,
     ScheduleConfig,
     build_optimizer,
@@ -40,6 +38,8 @@ from robustlab.optim import (
     optimizer_config,
     schedule_config,
 )
+from robustlab.methods.terms import build_terms
+from robustlab.run.checkpoints import CHECKPOINT_KEY, load_classifier, restore_rng, run_record
 
 
 @dataclass

@@ -4,9 +4,10 @@
 Loss on a batch (x, y), pretext labels l drawn once per batch, x' = attack(x):
 ``L = task_weight · L_task(x, x', y) + ssl_weight · mean_tasks SSL(x_ssl, l)``, where L_task is
 the Madry or TRADES loss (:class:`AdversarialTraining`; ``attack.eps: 0`` = standard training),
-SSL is a pretext head's cross-entropy on the backbone features (:mod:`robustlab.pretext`) and
-x_ssl is x' (``ssl_inputs: adversarial``), x (``clean``) or both averaged (``both``, Chen et al.'s
-½[CE(x') + CE(x)]). The attack ascends ``[task_weight > 0] · L_attack + attack_ssl_weight · SSL``.
+SSL is a pretext head's cross-entropy on the backbone features
+(:mod:`robustlab.methods.pretext`) and x_ssl is x' (``ssl_inputs: adversarial``), x (``clean``)
+or both averaged (``both``, Chen et al.'s ½[CE(x') + CE(x)]). The attack ascends
+``[task_weight > 0] · L_attack + attack_ssl_weight · SSL``.
 
 - (a) pre-training: ``task_weight: 0`` (SSL only; adversarial with ``attack_ssl_weight: 1``, the
   attack then maximises the pretext loss as in Chen et al.), then fine-tune with any method via
@@ -35,7 +36,7 @@ from robustlab.attacks import Objective, weighted_sum
 from robustlab.errors import check
 from robustlab.methods.adversarial import AdversarialTraining, eval_mode
 from robustlab.methods.erm import TrainingOutput
-from robustlab.pretext import build_pretexts, pretext_heads, pretext_loss
+from robustlab.methods.pretext import build_pretexts, pretext_heads, pretext_loss
 
 SSL_INPUTS = ("adversarial", "clean", "both")
 

@@ -39,7 +39,8 @@ class StabilityTraining(ERM):
         sigma: σ ≥ 0 of the Gaussian pixel noise (``perturbation=gaussian``), [0, 1] scale.
         perturbation: how x' is made, one of ``PERTURBATIONS``.
         levels: ``{distortion: [levels]}`` for distortion / ``mix`` perturbations (a level is
-            drawn uniformly per example); defaults to ``robustlab.distortions.DEFAULT_LEVELS``.
+            drawn uniformly per example); defaults to
+            ``robustlab.perturbations.distortions.DEFAULT_LEVELS``.
         mix: the distortion names ``perturbation=mix`` draws from (uniformly per example).
         clip: clip x + ε to [0, 1] (off by default: the paper's x' = x + ε is unclipped;
             clipping on mostly-black images such as MNIST makes the noise non-zero-mean).

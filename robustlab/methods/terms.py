@@ -20,10 +20,10 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from robustlab import imageops
-from robustlab.distortions import DEFAULT_LEVELS, DISTORTIONS, random_distortion
 from robustlab.errors import check
 from robustlab.losses import stability_kl
+from robustlab.perturbations import imageops
+from robustlab.perturbations.distortions import DEFAULT_LEVELS, DISTORTIONS, random_distortion
 from robustlab.registry import accepted_keywords, construct, resolve
 
 #: ``gaussian``: x + N(0, σ²) (the paper's training noise); a distortion name: that
@@ -53,7 +53,8 @@ class StabilityTerm:
         sigma: σ ≥ 0 of the Gaussian pixel noise (``perturbation=gaussian``), [0, 1] scale.
         perturbation: how x' is made, one of ``PERTURBATIONS``.
         levels: ``{distortion: [levels]}`` for distortion / ``mix`` perturbations (a level is
-            drawn uniformly per example); defaults to ``robustlab.distortions.DEFAULT_LEVELS``.
+            drawn uniformly per example); defaults to
+            ``robustlab.perturbations.distortions.DEFAULT_LEVELS``.
         mix: the distortion names ``perturbation=mix`` draws from (uniformly per example).
         clip: clip x + ε to [0, 1] (off by default: the paper's x' = x + ε is unclipped).
         detach_clean: the clean prediction is a fixed target (no gradient through it).

@@ -10,14 +10,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from robustlab.corruptions import (
+from robustlab.errors import ConfigError, check
+from robustlab.perturbations.corruptions import (
     ALL_CORRUPTIONS,
     HELDOUT_CORRUPTIONS,
     TEST_CORRUPTIONS,
     corrupt,
     load_corrupted_release,
 )
-from robustlab.errors import ConfigError, check
 from robustlab.randomness import RandomSource
 from robustlab.results import RobustnessRecord
 from robustlab.suites.base import Condition, PerturbationSuite

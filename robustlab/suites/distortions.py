@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from robustlab.distortions import DEFAULT_LEVELS, DISTORTIONS, distort
 from robustlab.errors import ConfigError
+from robustlab.perturbations.distortions import DEFAULT_LEVELS, DISTORTIONS, distort
 from robustlab.randomness import RandomSource
 from robustlab.suites.base import Condition, PerturbationSuite
 

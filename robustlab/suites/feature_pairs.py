@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.distortions import DISTORTIONS, distort
 from robustlab.errors import ConfigError
+from robustlab.perturbations.distortions import DISTORTIONS, distort
 from robustlab.randomness import RandomSource
 from robustlab.suites.base import Case, Condition, EvaluationSuite
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from robustlab.errors import ConfigError, check
-from robustlab.perturbation_sequences import (
+from robustlab.perturbations.sequences import (
     DEFAULT_STEPS,
     FLIP_REFERENCE,
     SEQUENCES,

@@ -8,12 +8,13 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from robustlab import imageops, randomness
-from robustlab.corruptions import filters
-from robustlab.corruptions.color import hsv_to_rgb, rgb_to_hsv
-from robustlab.corruptions.params import ELASTIC_REFERENCE_SIZE
-from robustlab.corruptions.registry import register
-from robustlab.corruptions.resample import pil_box_resize, pil_nearest_resize
+from robustlab import randomness
+from robustlab.perturbations import imageops
+from robustlab.perturbations.corruptions import filters
+from robustlab.perturbations.corruptions.color import hsv_to_rgb, rgb_to_hsv
+from robustlab.perturbations.corruptions.params import ELASTIC_REFERENCE_SIZE
+from robustlab.perturbations.corruptions.registry import register
+from robustlab.perturbations.corruptions.resample import pil_box_resize, pil_nearest_resize
 from robustlab.randomness import RandomSource
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from robustlab.corruptions.params import check_severity
 from robustlab.errors import ConfigError, DataNotFoundError
+from robustlab.perturbations.corruptions.params import check_severity
 
 SEVERITIES = 5
 
@@ -31,7 +31,7 @@ def load_corrupted_release(
     root: str | Path, name: str, severity: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images (uint8 N×H×W×C) and labels (int64 N) of ``name`` at ``severity`` 1..5."""
-    from robustlab.corruptions.api import ALL_CORRUPTIONS
+    from robustlab.perturbations.corruptions.api import ALL_CORRUPTIONS
 
     if name not in ALL_CORRUPTIONS:
         raise ConfigError(

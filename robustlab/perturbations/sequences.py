@@ -35,8 +35,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from robustlab import imageops
 from robustlab.errors import ConfigError, check
+from robustlab.perturbations import imageops
 from robustlab.randomness import ImageStreams, RandomSource
 
 DEFAULT_STEPS: dict[str, float] = {

@@ -16,10 +16,10 @@ from typing import Any, NamedTuple
 import pytorch_lightning as pl
 from torch import nn
 
-from robustlab.evaluation.evaluator import SuiteEvaluator
 from robustlab.results import RobustnessRecord
 from robustlab.suites import build_suite
 from robustlab.suites.base import EvaluationSuite
+from robustlab.suites.evaluator import SuiteEvaluator
 
 log = logging.getLogger("robustlab")
 

@@ -57,7 +57,7 @@ class _HydraJobLauncher(_SubprocessScriptLauncher):
 class HydraDDPStrategy(DDPStrategy):
     """DDP whose extra ranks re-run this Hydra job (``python -m <app_module> <overrides>``)."""
 
-    def __init__(self, *args, app_module: str = "robustlab.train", **kwargs):
+    def __init__(self, *args, app_module: str = "robustlab.cli.train", **kwargs):
         super().__init__(*args, **kwargs)
         self.app_module = app_module
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from robustlab.corruptions.filters import correlate2d
+from robustlab.perturbations.corruptions.filters import correlate2d
 
 _SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 _TG22 = 13573  # round(tan(22.5°) · 2^15), OpenCV's fixed-point constant

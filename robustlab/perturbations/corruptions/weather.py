@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 
 from robustlab import randomness
-from robustlab.corruptions import cvops, filters, textures
-from robustlab.corruptions.color import rgb_to_gray
-from robustlab.corruptions.plasma import next_power_of_two, plasma_fractal
-from robustlab.corruptions.registry import register
-from robustlab.corruptions.resample import clipped_zoom
+from robustlab.perturbations.corruptions import cvops, filters, textures
+from robustlab.perturbations.corruptions.color import rgb_to_gray
+from robustlab.perturbations.corruptions.plasma import next_power_of_two, plasma_fractal
+from robustlab.perturbations.corruptions.registry import register
+from robustlab.perturbations.corruptions.resample import clipped_zoom
 from robustlab.randomness import RandomSource
 
 

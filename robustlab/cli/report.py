@@ -162,7 +162,7 @@ def log_report(
 
     import wandb
 
-    from robustlab.loggers import wandb_logger
+    from robustlab.run.loggers import wandb_logger
 
     def cell(text: str) -> str | float | None:
         try:

@@ -4,7 +4,7 @@
 (CIFAR-10-C, ``params="cifar"``; ImageNet-C, ``params="imagenet"``), running on the images'
 device::
 
-    from robustlab.corruptions import corrupt
+    from robustlab.perturbations.corruptions import corrupt
     out = corrupt(images, "glass_blur", severity=3, params="cifar",
                   generator=torch.Generator().manual_seed(0))
 
@@ -41,16 +41,16 @@ Where we knowingly differ:
   sizes generalised (fog's plasma side = next power of two >= max(H, W)).
 """
 
-from robustlab.corruptions.api import (
+from robustlab.perturbations.corruptions.api import (
     ALL_CORRUPTIONS,
     HELDOUT_CORRUPTIONS,
     TEST_CORRUPTIONS,
     corrupt,
     get_corruption,
 )
-from robustlab.corruptions.params import PARAM_SETS, TABLES, corruption_params
-from robustlab.corruptions.registry import CORRUPTIONS
-from robustlab.corruptions.release import load_corrupted_release
+from robustlab.perturbations.corruptions.params import PARAM_SETS, TABLES, corruption_params
+from robustlab.perturbations.corruptions.registry import CORRUPTIONS
+from robustlab.perturbations.corruptions.release import load_corrupted_release
 
 __all__ = [
     "ALL_CORRUPTIONS",

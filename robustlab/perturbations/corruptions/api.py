@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from robustlab.corruptions import blur, digital, noise, weather  # noqa: F401  (registration)
-from robustlab.corruptions.registry import CORRUPTIONS, Corruption
 from robustlab.errors import ConfigError
+from robustlab.perturbations.corruptions import blur, digital, noise, weather  # noqa: F401  (registration)
+from robustlab.perturbations.corruptions.registry import CORRUPTIONS, Corruption
 from robustlab.randomness import RandomSource
 
 #: the 15 test corruptions, in the order of the paper and of the released data

@@ -11,8 +11,8 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 
-from robustlab.distributed import HydraDDPStrategy
 from robustlab.errors import ConfigError
+from robustlab.run.distributed import HydraDDPStrategy
 
 #: Keys of the ``trainer`` group that robustlab interprets instead of passing them on.
 OWN_KEYS = ("ddp_backend",)
@@ -23,7 +23,7 @@ def build_trainer(
     *,
     callbacks: Sequence[Callback] = (),
     loggers: Sequence[Logger] = (),
-    app_module: str = "robustlab.train",
+    app_module: str = "robustlab.cli.train",
     **overrides: Any,
 ) -> pl.Trainer:
     """A ``pl.Trainer`` from config; ``strategy: ddp`` becomes :class:`HydraDDPStrategy`.

@@ -13,16 +13,21 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from robustlab.app import config_container, hydra_app
-from robustlab.checkpoints import CHECKPOINT_KEY, checkpoint_path, load_checkpoint, load_classifier
-from robustlab.distributed import distributed_job
-from robustlab.evaluation import run_suites
-from robustlab.evaluation.report_card import write_report_card
-from robustlab.loggers import build_loggers
+from robustlab.cli.app import hydra_app
+from robustlab.reporting.report_card import write_report_card
 from robustlab.results import Results, provenance, write_results
-from robustlab.train import build_data
-from robustlab.trainer import build_trainer
-from robustlab.validation import validate_eval
+from robustlab.run.builders import build_data, config_container
+from robustlab.run.checkpoints import (
+    CHECKPOINT_KEY,
+    checkpoint_path,
+    load_checkpoint,
+    load_classifier,
+)
+from robustlab.run.distributed import distributed_job
+from robustlab.run.loggers import build_loggers
+from robustlab.run.trainer import build_trainer
+from robustlab.run.validation import validate_eval
+from robustlab.suites.runner import run_suites
 
 log = logging.getLogger("robustlab")
 
@@ -44,7 +49,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> Results:
             checkpoint, datamodule=datamodule, label=f"checkpoint={checkpoint_file}"
         )
         loggers = build_loggers(cfg.logger, run_dir)
-        trainer = build_trainer(cfg.trainer, loggers=loggers, app_module="robustlab.evaluate")
+        trainer = build_trainer(cfg.trainer, loggers=loggers, app_module="robustlab.cli.evaluate")
         suites = OmegaConf.to_container(cfg.suite, resolve=True) or {}
         suites = {"clean": suites.pop("clean", {}), **suites}  # clean first: the reference
         records, summary, warnings, suite_runs = run_suites(

@@ -2,8 +2,9 @@
 
 A :class:`~robustlab.errors.RobustlabError` (bad input) prints one message and exits with code 2,
 no traceback unless ``HYDRA_FULL_ERROR=1``; so do the mistakes Hydra itself catches (an unknown
-option, a typo'd key), as one line with a "did you mean" (:mod:`robustlab.config_tree`). Each job
-runs in a :func:`~robustlab.loggers.job_scope`: its own wandb run, finished when the job ends.
+option, a typo'd key), as one line with a "did you mean" (:mod:`robustlab.cli.config_tree`).
+Each job runs in a :func:`~robustlab.run.loggers.job_scope`: its own wandb run, finished when the
+job ends.
 Any failure after the job started leaves a ``results.json`` with ``status: failed``. In a
 multirun, a failed job is recorded and the sweep goes on; the app exits non-zero at the end.
 """
@@ -30,10 +31,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from robustlab.config_tree import config_groups_help, one_line
+from robustlab.cli.config_tree import config_groups_help, one_line
 from robustlab.errors import ConfigError, RobustlabError
-from robustlab.loggers import JobIdentity, job_scope
 from robustlab.results import Results, provenance, write_results
+from robustlab.run.builders import config_container
+from robustlab.run.loggers import JobIdentity, job_scope
 
 _failed_jobs: list[str] = []
 
@@ -56,14 +58,6 @@ def choice(cfg: DictConfig, group: str) -> str:
     except ValueError:  # Hydra not initialised (API use)
         chosen = None
     return str(chosen or OmegaConf.select(cfg, f"{group}.name", default="?"))
-
-
-def config_container(cfg: DictConfig) -> dict:
-    """The config as plain containers, resolved when possible."""
-    try:
-        return OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # an unresolvable interpolation is itself reported as the error
-        return OmegaConf.to_container(cfg, resolve=False)
 
 
 def _record_failure(cfg: DictConfig, run_dir: Path, error: BaseException, started: float) -> None:
@@ -202,7 +196,7 @@ def one_line_hydra_errors(overrides: list[str]) -> Iterator[None]:
 def hydra_app(task: Callable[[DictConfig, Path], object], config_name: str) -> Callable[[], None]:
     """A console-script ``main`` running ``task`` as a Hydra app on ``conf/<config_name>.yaml``."""
 
-    @hydra.main(version_base="1.3", config_path="conf", config_name=config_name)
+    @hydra.main(version_base="1.3", config_path="pkg://robustlab.conf", config_name=config_name)
     def hydra_main(cfg: DictConfig) -> None:
         run_job(task, cfg)
 

@@ -15,52 +15,20 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from robustlab.app import choice, config_container, hydra_app
-from robustlab.callbacks import LoggedHistory, build_callbacks
-from robustlab.checkpoints import load_checkpoint
-from robustlab.data import ImageDataModule, build_datamodule
-from robustlab.distributed import distributed_job
+from robustlab.cli.app import choice, hydra_app
 from robustlab.errors import CheckpointError
-from robustlab.evaluation import run_suites
-from robustlab.evaluation.report_card import write_report_card
-from robustlab.loggers import build_loggers
-from robustlab.methods import ERM, build_method
-from robustlab.models import ImageClassifier, build_classifier
+from robustlab.reporting.report_card import write_report_card
 from robustlab.results import Results, provenance, scalar_metrics, write_results
-from robustlab.trainer import build_trainer
-from robustlab.validation import validate_train
+from robustlab.run.builders import build_data, build_run_method, config_container
+from robustlab.run.callbacks import LoggedHistory, build_callbacks
+from robustlab.run.checkpoints import load_checkpoint
+from robustlab.run.distributed import distributed_job
+from robustlab.run.loggers import build_loggers
+from robustlab.run.trainer import build_trainer
+from robustlab.run.validation import validate_train
+from robustlab.suites.runner import run_suites
 
 log = logging.getLogger("robustlab")
-
-
-def build_data(cfg: DictConfig) -> ImageDataModule:
-    kwargs = OmegaConf.to_container(cfg.data, resolve=True)
-    datamodule = build_datamodule(kwargs.pop("name"), **kwargs)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
-
-
-def build_model(cfg: DictConfig, datamodule: ImageDataModule) -> ImageClassifier:
-    """The classifier ``cfg.model`` describes, sized and normalised for the data."""
-    model_kwargs = OmegaConf.to_container(cfg.model, resolve=True)
-    return build_classifier(
-        model_kwargs.pop("name"),
-        num_classes=datamodule.num_classes,
-        in_channels=datamodule.in_channels,
-        mean=datamodule.mean,
-        std=datamodule.std,
-        **model_kwargs,
-    )
-
-
-def build_run_method(cfg: DictConfig, datamodule: ImageDataModule) -> ERM:
-    """The method (LightningModule) around a freshly initialised model fitted to the data."""
-    model = build_model(cfg, datamodule)
-    method_kwargs = OmegaConf.to_container(cfg.method, resolve=True)
-    method = build_method(method_kwargs.pop("name"), model, **method_kwargs)
-    method.run_config = config_container(cfg)
-    return method
 
 
 def run_metrics(logged: dict) -> dict[str, float]:
@@ -132,7 +100,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
             cfg.trainer,
             callbacks=[*history, *callbacks, *extra_callbacks],
             loggers=loggers,
-            app_module="robustlab.train",
+            app_module="robustlab.cli.train",
         )
         trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
         metrics = run_metrics(trainer.callback_metrics)

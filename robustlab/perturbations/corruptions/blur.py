@@ -11,12 +11,13 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from robustlab import imageops, randomness
-from robustlab.corruptions import filters
-from robustlab.corruptions.params import zoom_factors
-from robustlab.corruptions.registry import register
-from robustlab.corruptions.resample import clipped_zoom_sum, clipped_zoom_sum_matrix
-from robustlab.corruptions.swaps import local_shuffle_map
+from robustlab import randomness
+from robustlab.perturbations import imageops
+from robustlab.perturbations.corruptions import filters
+from robustlab.perturbations.corruptions.params import zoom_factors
+from robustlab.perturbations.corruptions.registry import register
+from robustlab.perturbations.corruptions.resample import clipped_zoom_sum, clipped_zoom_sum_matrix
+from robustlab.perturbations.corruptions.swaps import local_shuffle_map
 from robustlab.randomness import RandomSource
 
 
@@ -67,7 +68,7 @@ def glass_blur(
     Each shuffling pass is the reference's reverse-raster sequence of moves: pixel (h, w) takes
     the value of (h+dy, w+dx), (dx, dy) ~ randint(-δ, δ) — the reference's tuple "swap" of numpy
     pixel views copies rather than exchanges. It is computed exactly, as a composition of maps
-    (:mod:`robustlab.corruptions.swaps`), not approximated by independent moves.
+    (:mod:`robustlab.perturbations.corruptions.swaps`), not approximated by independent moves.
     """
     sigma, delta, iterations = c
     b, ch, h, w = x.shape

@@ -24,15 +24,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustlab import imageops
-from robustlab.corruptions.color import rgb_to_gray
-from robustlab.corruptions.params import (
+from robustlab.errors import ConfigError
+from robustlab.perturbations import imageops
+from robustlab.perturbations.corruptions.color import rgb_to_gray
+from robustlab.perturbations.corruptions.params import (
     check_param_set,
     check_severity,
     corruption_params,
     param_set_for_size,
 )
-from robustlab.errors import ConfigError
 from robustlab.randomness import RandomSource
 
 Corruption = Callable[..., Tensor]
@@ -51,7 +51,7 @@ def check_images(images: Tensor) -> None:
     if not images.is_floating_point():
         raise ConfigError(
             f"corruptions take float images in [0, 1], got dtype {images.dtype}; "
-            f"convert uint8 with robustlab.imageops.from_uint8"
+            f"convert uint8 with robustlab.perturbations.imageops.from_uint8"
         )
 
 

@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from robustlab import imageops, randomness
+from robustlab import randomness
 from robustlab.errors import ConfigError, check
+from robustlab.perturbations import imageops
 from robustlab.randomness import RandomSource
 
 Distortion = Callable[..., Tensor]

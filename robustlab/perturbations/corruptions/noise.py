@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from robustlab import randomness
-from robustlab.corruptions.registry import register
+from robustlab.perturbations.corruptions.registry import register
 from robustlab.randomness import RandomSource
 
 

@@ -32,15 +32,15 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from robustlab.callbacks import build_callbacks
 from robustlab.data import ImageDataModule, build_datamodule
 from robustlab.errors import ConfigError, RobustlabError, check
-from robustlab.evaluation.runner import build_suites
-from robustlab.loggers import build_loggers
 from robustlab.methods import build_method, check_method_requirements
 from robustlab.models import ImageClassifier, build_backbone, resolve_model
 from robustlab.registry import check_keywords, check_types
-from robustlab.trainer import OWN_KEYS, build_trainer
+from robustlab.run.callbacks import build_callbacks
+from robustlab.run.loggers import build_loggers
+from robustlab.run.trainer import OWN_KEYS, build_trainer
+from robustlab.suites.runner import build_suites
 
 log = logging.getLogger("robustlab")
 
@@ -143,7 +143,7 @@ def validate_train(cfg: DictConfig, run_dir: Path) -> None:
     validate_model_and_method(cfg.model, cfg.method)
     check_method_requirements(cfg)  # views, groups; test=false suite=[] for non-classifiers
     validate_suites(cfg.get("suite"), datamodule, seed)
-    validate_trainer(cfg.trainer, "robustlab.train")
+    validate_trainer(cfg.trainer, "robustlab.cli.train")
     loggers = build_loggers(_container(cfg.get("logger")), run_dir, start=False)
     build_callbacks(
         _container(cfg.callbacks),
@@ -159,5 +159,5 @@ def validate_eval(cfg: DictConfig, run_cfg: DictConfig, run_dir: Path) -> None:
     seed = validate_seed(cfg.get("seed"))
     datamodule = validate_data(run_cfg.data)
     validate_suites(cfg.get("suite"), datamodule, seed)
-    validate_trainer(cfg.trainer, "robustlab.evaluate")
+    validate_trainer(cfg.trainer, "robustlab.cli.evaluate")
     build_loggers(_container(cfg.get("logger")), run_dir, start=False)
