@@ -13,7 +13,7 @@ import importlib
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from robustlab.errors import ConfigError, closest
@@ -44,17 +44,58 @@ def import_object(path: str, *, group: str) -> Any:
     return target
 
 
-def resolve(registry: Mapping[str, Any], name: str, *, group: str) -> Any:
-    """``registry[name]``, or the object at import path ``name``; a clear error otherwise."""
+def _listing(choices: Iterable[str], ordered: bool) -> str:
+    names = [str(c) for c in choices]
+    return ", ".join(names if ordered else sorted(names))
+
+
+def resolve(
+    registry: Mapping[str, Any],
+    name: str,
+    *,
+    group: str,
+    imports: bool = True,
+    ordered: bool = False,
+) -> Any:
+    """``registry[name]``, or (``imports``) the object at import path ``name``.
+
+    Anything else is a :class:`ConfigError` naming the group, the closest key ("did you mean")
+    and every key (sorted, or in the registry's own order when ``ordered``).
+    """
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{group} name must be a non-empty string, got {name!r}")
     if name in registry:
         return registry[name]
-    if ":" in name or "." in name:
+    if imports and (":" in name or "." in name):
         return import_object(name, group=group)
+    best = closest(name, [str(key) for key in registry])
+    hint = f" (did you mean {best!r}?)" if best else ""
+    plug_in = " (or an import path 'package.module:name' to your own)" if imports else ""
     raise ConfigError(
-        f"unknown {group} {name!r}; valid choices: {', '.join(sorted(registry))} "
-        "(or an import path 'package.module:name' to your own)"
+        f"unknown {group} {name!r}{hint}; valid choices: {_listing(registry, ordered)}{plug_in}"
+    )
+
+
+def check_known(
+    names: Iterable[str],
+    choices: Iterable[str],
+    *,
+    group: str,
+    where: str | None = None,
+    ordered: bool = False,
+) -> None:
+    """Every one of ``names`` is among ``choices``; otherwise a :class:`ConfigError` listing all
+    the unknown names at once (``where: unknown <group> [...]``), the closest choice to the
+    first, and the choices (sorted, or as given when ``ordered``)."""
+    choices = [str(c) for c in choices]
+    unknown = sorted({str(n) for n in names} - set(choices))
+    if not unknown:
+        return
+    best = closest(unknown[0], choices)
+    hint = f" (did you mean {best!r}?)" if best else ""
+    prefix = f"{where}: " if where else ""
+    raise ConfigError(
+        f"{prefix}unknown {group} {unknown}{hint}; valid choices: {_listing(choices, ordered)}"
     )
 
 

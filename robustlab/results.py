@@ -1,4 +1,5 @@
-"""``results.json``: the one record every run leaves behind (schema in contract.md).
+"""``results.json``: the one record every run leaves behind; its JSON Schema (every field and
+what it means) ships beside this module: ``robustlab/results.schema.json``.
 
 Written atomically (temp file + rename) so a reader never sees half a file; a failed run
 records ``status: failed`` with the error instead of vanishing. Nothing earlier is lost: an

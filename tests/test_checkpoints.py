@@ -1,5 +1,6 @@
 """The checkpoint format: validation, rebuilding another run's classifier (robustlab-eval,
-method.init_from, scripts) from a file or a run folder, and the ``frozen`` helper."""
+method.init_from, scripts) from a file or a run folder, declared parts, older formats, and the
+``frozen`` helper. (Parts other than the classifier: tests/test_platform_methods.py.)"""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ from robustlab.cli.train import train
 from robustlab.errors import CheckpointError
 from robustlab.run.checkpoints import (
     CHECKPOINT_KEY,
+    ExportedPart,
     capture_rng,
     frozen,
     load_checkpoint,
     load_classifier,
+    load_module,
+    part_records,
     restore_rng,
 )
 from tests.helpers import compose_train, results_of, run_app
@@ -204,22 +208,71 @@ def test_init_from_a_run_folder_copies_its_classifier(selfsup_run):
         assert torch.equal(target.state_dict()[name], tensor), name
 
 
-def test_rescoring_script_scores_the_best_checkpoint_of_a_run_folder(selfsup_run):
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "experiments/ssl_adversarial/eval_checkpoints.py"
-    spec = importlib.util.spec_from_file_location("eval_checkpoints", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    scores = module.score(selfsup_run, 32)
-
-    x, y, _ = module.test_images(
-        module.OmegaConf.create(
-            load_checkpoint(results_of(selfsup_run)["checkpoint"])[CHECKPOINT_KEY]["config"]
-        ),
-        32,
+def test_eval_rescores_the_best_checkpoint_of_a_run_folder_under_pgd(selfsup_run, tmp_path):
+    """What experiments/ssl_adversarial's re-scoring script did: ``robustlab-eval
+    checkpoint=<run folder> suite=[clean,pgd_linf]`` scores the checkpoint results.json names."""
+    cfg = compose_train(
+        f"checkpoint={selfsup_run}",
+        "suite=[clean,pgd_linf]",
+        "suite.pgd_linf.epsilons=[0.1,0.3]",
+        "suite.pgd_linf.steps=[5]",
+        "suite.pgd_linf.max_images=32",
+        "trainer.enable_progress_bar=false",
+        config_name="eval",
     )
-    with torch.no_grad():
-        clean = (load_classifier(selfsup_run)(x).argmax(1) == y).float().mean().item()
-    assert scores["clean"] == clean
-    assert all(scores[k] <= clean for k in scores if "@" in k)
+    evaluated = evaluate(cfg, tmp_path / "eval")
+    assert evaluated.checkpoint == str(Path(results_of(selfsup_run)["checkpoint"]).resolve())
+    assert evaluated.metrics["test/acc"] == pytest.approx(
+        results_of(selfsup_run)["metrics"]["test/acc"], abs=1e-6
+    )
+    clean_on_32 = evaluated.provenance["suites"]["pgd_linf"]["clean_acc"]
+    weak, strong = evaluated.summary["pgd_linf/acc@0.1"], evaluated.summary["pgd_linf/acc@0.3"]
+    assert evaluated.provenance["suites"]["pgd_linf"]["images"] == 32
+    assert strong <= weak <= clean_on_32 and strong < clean_on_32
+
+
+def _as_format_2(checkpoint: dict) -> dict:
+    record = checkpoint[CHECKPOINT_KEY]
+    del record["parts"]
+    record["format"] = 2
+    return checkpoint
+
+
+def test_a_checkpoint_older_than_parts_still_loads_its_classifier(selfsup_run):
+    current = load_checkpoint(results_of(selfsup_run)["checkpoint"])
+    assert current[CHECKPOINT_KEY]["format"] == 3
+    assert current[CHECKPOINT_KEY]["parts"] == {
+        "model": {"prefix": "model.", "factory": None, "kwargs": {}}
+    }
+    old = _as_format_2(load_checkpoint(results_of(selfsup_run)["checkpoint"]))
+    x = torch.rand(4, 1, 32, 32)
+    assert torch.equal(load_classifier(old)(x), load_classifier(current)(x))
+    with pytest.raises(CheckpointError, match="format 2, older than exported parts"):
+        load_module(old, "pretext_heads")
+    with pytest.raises(CheckpointError, match="exports no part 'pretext_heads'; its parts: model$"):
+        load_module(current, "pretext_heads")
+
+
+def test_exported_parts_are_submodules_with_plain_arguments():
+    owner = nn.Module()
+    owner.model = nn.Linear(2, 3)
+    owner.generator = nn.Sequential(nn.Linear(1, 2))
+    records = part_records(
+        owner,
+        {
+            "model": ExportedPart(owner.model),
+            "generator": ExportedPart(owner.generator[0], "torch.nn:Linear", {"in_features": 1}),
+        },
+    )
+    assert records == {
+        "model": {"prefix": "model.", "factory": None, "kwargs": {}},
+        "generator": {
+            "prefix": "generator.0.",
+            "factory": "torch.nn:Linear",
+            "kwargs": {"in_features": 1},
+        },
+    }
+    with pytest.raises(ValueError, match="'stray' is not a submodule"):
+        part_records(owner, {"stray": ExportedPart(nn.Linear(1, 1))})
+    with pytest.raises(TypeError, match="plain config values"):
+        part_records(owner, {"model": ExportedPart(owner.model, "x:y", {"t": torch.ones(1)})})

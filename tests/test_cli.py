@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import QUICK, run_app, wandb_offline_runs
+from tests.helpers import QUICK, compose_train, run_app, wandb_offline_runs
 
 
 def _assert_clean_failure(proc, *needles: str) -> str:
@@ -37,6 +37,45 @@ def test_unknown_nested_experiment_lists_nested_experiments(tmp_path):
     proc = run_app("train", "experiment=stability/mnst", cwd=tmp_path)
     line = _assert_clean_failure(proc, "did you mean experiment=stability/mnist?")
     assert "stability/mnist_erm" in line and "quickstart" in line
+    assert "_base" not in line  # shared settings files are not experiments to pick
+
+
+@pytest.mark.parametrize(
+    "method_twin, erm_twin",
+    [
+        ("stability/mnist", "stability/mnist_erm"),
+        ("stability/cifar10", "stability/cifar10_erm"),
+        ("stability/cifar10_full", "stability/cifar10_full_erm"),
+        ("stability/imagenet_full", "stability/imagenet_full_erm"),
+    ],
+)
+def test_erm_baseline_equals_its_method_twin_except_the_method(method_twin, erm_twin):
+    """The twins share one base file: same data, model, trainer, suites and optimiser; only the
+    method (and its own options) differ."""
+    twin, erm = compose_train(f"experiment={method_twin}"), compose_train(f"experiment={erm_twin}")
+    assert (twin.method.name, erm.method.name) == ("stability", "erm")
+    assert {k: v for k, v in twin.items() if k != "method"} == {
+        k: v for k, v in erm.items() if k != "method"
+    }
+    for key in ("optimizer", "scheduler"):
+        assert twin.method[key] == erm.method[key], key
+    assert (twin.method.alpha, twin.method.sigma) == (0.01, 0.04)
+
+
+def test_ssl_adversarial_experiments_share_the_reduced_scale_settings():
+    """mnist, mnist_pretrain and cifar10 take model, budget, pretext and attack from one base;
+    mnist and mnist_pretrain also share ε_train."""
+    mnist, pretrain, cifar = (
+        compose_train(f"experiment=ssl_adversarial/{name}")
+        for name in ("mnist", "mnist_pretrain", "cifar10")
+    )
+    for cfg in (pretrain, cifar):
+        assert cfg.model == mnist.model and cfg.trainer == mnist.trainer
+        assert cfg.method.pretext_options == mnist.method.pretext_options
+        assert cfg.method.optimizer == mnist.method.optimizer
+    assert pretrain.method.attack == mnist.method.attack
+    assert (mnist.method.attack.eps, cifar.method.attack.eps) == (0.1, "8/255")
+    assert (pretrain.method.task_weight, mnist.method.task_weight) == (0.0, 1.0)
 
 
 def test_typo_in_key_is_one_line_with_a_suggestion(tmp_path):
@@ -68,9 +107,11 @@ def test_help_lists_the_groups_each_app_uses(tmp_path):
     groups = _help_groups(train_help.stdout)
     assert groups["hydra/launcher"] == "basic, joblib, submitit_slurm"
     assert "stability/mnist" in groups["experiment"].split(", ")
-    assert groups["method"] == "adversarial, erm, selfsup, stability"  # no terms/stability
-    assert groups["method/terms"] == "stability"  # a group of its own: +method/terms=stability
-    assert "_shared" not in train_help.stdout
+    methods = groups["method"].split(", ")
+    assert {"adversarial", "erm", "selfsup", "stability"} <= set(methods)
+    assert not any("/" in m for m in methods)  # no terms/stability: a group of its own
+    assert "stability" in groups["method/terms"].split(", ")  # +method/terms=stability
+    assert "_shared" not in train_help.stdout and "_base" not in train_help.stdout
     eval_help = run_app("evaluate", "--help", cwd=tmp_path)
     assert eval_help.returncode == 0, eval_help.stderr
     eval_groups = set(_help_groups(eval_help.stdout))

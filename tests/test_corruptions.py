@@ -146,6 +146,8 @@ def test_validation_errors_name_the_fix():
     x = _smooth_images(1)
     with pytest.raises(ConfigError, match="valid choices: gaussian_noise, shot_noise"):
         corrupt(x, "gaussian_nosie", 1)
+    with pytest.raises(ConfigError, match=r"'gaussian_nosie' \(did you mean 'gaussian_noise'\?\)"):
+        corruption_params("gaussian_nosie", 1)
     with pytest.raises(ConfigError, match="severity must be 1..5, got 6"):
         corrupt(x, "fog", 6)
     with pytest.raises(ConfigError, match="severity must be 1..5, got 0"):

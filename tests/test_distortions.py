@@ -269,10 +269,10 @@ def test_invalid_levels_name_the_valid_range(name, level, message):
 
 
 def test_unknown_distortion_lists_valid_names():
-    with pytest.raises(
-        ConfigError, match="valid distortions: crop, crop_pad, gaussian_noise, jpeg"
-    ):
+    with pytest.raises(ConfigError, match="valid choices: crop, crop_pad, gaussian_noise, jpeg"):
         distort(_smooth_images(2), "blur", 1)
+    with pytest.raises(ConfigError, match=r"unknown distortion 'jepg' \(did you mean 'jpeg'\?\)"):
+        distort(_smooth_images(2), "jepg", 50)
     # random_distortion validates every level up front, even ones not drawn
     with pytest.raises(ConfigError, match=r"1\.\.100"):
         random_distortion(_smooth_images(2), ["jpeg"], {"jpeg": [50, 0]}, _gen(0))
@@ -336,3 +336,14 @@ def test_gaussian_noise_std_is_sigma_per_image_with_streams():
         torch.testing.assert_close(stds, torch.full((3,), sigma), rtol=0.05, atol=0)
         corr = torch.corrcoef(noise.flatten(1))  # images get independent noise
         assert (corr - torch.eye(3)).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("name", ["jpeg", "thumbnail", "crop", "crop_pad", "gaussian_noise"])
+def test_every_distortion_rejects_what_is_not_a_float_image_batch(name):
+    """One image-batch check (imageops.check_images) guards every distortion: wrong channel
+    counts and uint8 pixels are named with the fix, not a deep torch error or a silent result."""
+    level = {"jpeg": 50, "thumbnail": 16, "crop": 2, "crop_pad": 2, "gaussian_noise": 0.1}[name]
+    with pytest.raises(ConfigError, match=r"distortions take float images .* got \(2, 2, 28, 28\)"):
+        distort(torch.rand(2, 2, 28, 28), name, level)
+    with pytest.raises(ConfigError, match="got dtype torch.uint8; convert uint8 with"):
+        distort(imageops.to_uint8(_smooth_images(2)), name, level)

@@ -110,6 +110,44 @@ def test_a_suite_keys_its_random_streams_by_seed_name_and_condition():
     assert condition.option("flakes") == 3 and condition.option("wind", 0.5) == 0.5
 
 
+@pytest.mark.parametrize(
+    ("suite", "options", "message"),
+    [
+        (
+            "distortions",
+            {"distortions": ["jpg", "zoom"], "levels": {"blurr": [1]}},
+            r"suite.distortions: unknown distortion\(s\) \['blurr', 'jpg', 'zoom'\]; valid "
+            r"choices: crop, crop_pad, gaussian_noise, jpeg, thumbnail$",
+        ),
+        (
+            "corruptions",
+            {"corruptions": ["fogg", "rain"]},
+            r"suite.corruptions: unknown corruption\(s\) \['fogg', 'rain'\] \(did you mean "
+            r"'fog'\?\); valid choices: gaussian_noise, shot_noise, impulse_noise,",
+        ),
+        (
+            "perturbation_sequences",
+            {"kinds": ["rotate", "shear", "zom"]},
+            r"suite.perturbation_sequences: unknown kind\(s\) \['shear', 'zom'\]; valid choices: "
+            r"brightness, gaussian_noise, rotate",
+        ),
+        (
+            "near_duplicate",
+            {"distortions": {"jpg": [50], "crop": [2]}},
+            r"suite.near_duplicate.distortions: unknown distortion\(s\) \['jpg'\] \(did you "
+            r"mean 'jpeg'\?\)",
+        ),
+        ("near_duplicate", {"distortions": {}}, "suite.near_duplicate.distortions is empty"),
+    ],
+)
+def test_suites_name_every_unknown_option_at_once(suite, options, message):
+    from robustlab.suites import build_suite
+
+    datamodule = build_datamodule("digits")
+    with pytest.raises(ConfigError, match=message):
+        build_suite(suite, datamodule, **options)
+
+
 def test_calibration_stats_give_the_ece():
     probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.95, 0.05]])
     y = torch.tensor([0, 1, 1, 0])

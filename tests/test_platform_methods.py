@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.attacks import cross_entropy
+from robustlab.cli.evaluate import evaluate
 from robustlab.cli.train import train
-from robustlab.errors import ConfigError
+from robustlab.errors import CheckpointError, ConfigError
 from robustlab.losses import stability_kl
 from robustlab.methods import (
     ERM,
@@ -29,6 +32,14 @@ from robustlab.methods import (
 from robustlab.methods.optim import build_optimizer, build_scheduler, named_optimizer_configs
 from robustlab.methods.terms import StabilityTerm, build_terms
 from robustlab.models import build_classifier
+from robustlab.run.checkpoints import (
+    CHECKPOINT_KEY,
+    ExportedPart,
+    frozen,
+    load_checkpoint,
+    load_classifier,
+    load_module,
+)
 from tests.helpers import QUICK, compose_train, results_of, run_app
 
 
@@ -56,6 +67,25 @@ class TwoViewMethod(ERM):
         return TrainingOutput(loss, logits)
 
 
+class ToyDistillation(ERM):
+    """A frozen teacher from another run on two views (a stand-in for CRLD):
+    ``CE(f(weak), y) + KL(softmax t(strong) ‖ softmax f(strong))``."""
+
+    required_views = ("weak", "strong")
+
+    def __init__(self, model: nn.Module, teacher: str, **erm):
+        super().__init__(model, **erm)
+        self.teacher = frozen(load_classifier(teacher))
+
+    def training_objective(self, batch):
+        x, y, views = batch
+        logits = self(views["weak"])
+        with torch.no_grad():
+            target = F.softmax(self.teacher(views["strong"]), dim=1)
+        kd = F.kl_div(F.log_softmax(self(views["strong"]), dim=1), target, reduction="batchmean")
+        return TrainingOutput(self.task_loss(logits, y) + kd, logits, {"kd": kd.detach()})
+
+
 class GroupMethod(ERM):
     """Needs same-class groups (a stand-in for HydraMix's classifier stage)."""
 
@@ -64,13 +94,18 @@ class GroupMethod(ERM):
 
 class ToyGAN(GeneratorStage):
     """A least-squares GAN on flattened images: G(z) = W_g z + b_g, D(v) = w_d·v + b_d.
-    Each batch takes one discriminator step, then one generator step."""
+    Each batch takes one discriminator step, then one generator step. Exports its generator
+    (``torch.nn:Linear``), so a later run loads it without this class."""
 
     def __init__(self, model: nn.Module, image_numel: int = 64, noise_dim: int = 4, **erm):
         super().__init__(model, **erm)
-        self.noise_dim = noise_dim
+        self.noise_dim, self.image_numel = noise_dim, image_numel
         generator, discriminator = nn.Linear(noise_dim, image_numel), nn.Linear(image_numel, 1)
         self.model = nn.ModuleDict({"generator": generator, "discriminator": discriminator})
+
+    def exported_parts(self):
+        size = {"in_features": self.noise_dim, "out_features": self.image_numel}
+        return {"generator": ExportedPart(self.model["generator"], "torch.nn:Linear", size)}
 
     def optimizer_parameters(self):
         return {name: part.parameters() for name, part in self.model.items()}
@@ -506,3 +541,139 @@ def test_manual_stage_under_ddp_logs_means_over_all_processes(tmp_path):
     assert record["status"] == "ok"
     assert record["metrics"]["train/rank"] == pytest.approx(0.5)
     assert record["metrics"]["train/d_loss"] > 0
+
+
+# ------------------------------------------------------------------------------ parts of runs
+class _TeacherWatch(pl.Callback):
+    """The teacher's weights at the start and end of the fit, its and the student's mode at
+    every training batch, and which parameters the optimiser updates."""
+
+    def __init__(self):
+        self.modes: list[tuple[bool, bool]] = []
+
+    def on_train_start(self, trainer, pl_module):
+        self.before = {k: v.clone() for k, v in pl_module.teacher.state_dict().items()}
+        groups = [group for opt in trainer.optimizers for group in opt.param_groups]
+        self.optimised = {id(p) for group in groups for p in group["params"]}
+        self.teacher_parameters = {id(p) for p in pl_module.teacher.parameters()}
+        self.student_parameters = {id(p) for p in pl_module.model.parameters()}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        teacher_training = any(m.training for m in pl_module.teacher.modules())
+        self.modes.append((pl_module.model.training, teacher_training))
+        self.views = sorted(batch[2])
+
+    def on_train_end(self, trainer, pl_module):
+        self.after = {k: v.clone() for k, v in pl_module.teacher.state_dict().items()}
+
+
+def test_frozen_teacher_from_an_earlier_run_on_two_views(tmp_path):
+    """A teacher loaded from a real earlier run's folder keeps its weights bit for bit and its
+    eval mode through Lightning's .train(), is not optimised, and the student's checkpoint
+    evaluates in robustlab-eval as a plain classifier."""
+    teacher_dir = tmp_path / "teacher"
+    train(compose_train(*QUICK, "suite=[]"), teacher_dir)
+    watch = _TeacherWatch()
+    student_dir = tmp_path / "student"
+    student = train(
+        compose_train(
+            *QUICK,
+            "suite=[]",
+            "method.name=tests.test_platform_methods:ToyDistillation",
+            f"+method.teacher={teacher_dir}",
+            "data.views=[weak,strong]",
+        ),
+        student_dir,
+        extra_callbacks=(watch,),
+    )
+    assert student.status == "ok" and student.metrics["train/kd"] > 0
+    assert watch.views == ["strong", "weak"] and len(watch.modes) == 3
+    assert all(student and not teacher for student, teacher in watch.modes)
+    teacher = load_classifier(teacher_dir)
+    for name, tensor in teacher.state_dict().items():
+        assert torch.equal(watch.before[name], tensor), name
+        assert torch.equal(watch.after[name], tensor), name
+    # the optimiser updates the student's parameters, all of them, and none of the teacher's
+    assert watch.teacher_parameters and not watch.optimised & watch.teacher_parameters
+    assert watch.optimised == watch.student_parameters
+    # the student's checkpoint holds the teacher beside it; robustlab-eval loads the classifier
+    checkpoint = load_checkpoint(student.checkpoint)
+    assert any(k.startswith("teacher.") for k in checkpoint["state_dict"])
+    assert list(checkpoint[CHECKPOINT_KEY]["parts"]) == ["model"]
+    cfg = compose_train(
+        f"checkpoint={student.checkpoint}", "trainer.enable_progress_bar=false", config_name="eval"
+    )
+    evaluated = evaluate(cfg, tmp_path / "eval")
+    assert evaluated.metrics["test/acc"] == pytest.approx(student.metrics["test/acc"], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory) -> tuple[Path, dict]:
+    """One epoch of the toy GAN: its run folder and the weights it ended with."""
+    run_dir = tmp_path_factory.mktemp("gan")
+    watch = _Watch()
+    train(_gan_cfg("trainer.max_epochs=1"), run_dir, extra_callbacks=(watch,))
+    return run_dir, watch.after
+
+
+LOAD_GENERATOR = """
+import sys, torch
+from robustlab.run.checkpoints import load_module
+generator = load_module(sys.argv[1], "generator")
+torch.save(generator.state_dict(), sys.argv[2])
+loaded = sorted(m for m in sys.modules if m.startswith(("robustlab.methods", "tests")))
+print(type(generator).__name__, generator.training, loaded)
+"""
+
+
+def test_a_declared_generator_loads_from_the_run_folder_without_the_gan_method(gan_run, tmp_path):
+    """In a fresh process that never imports the GAN's method (nor robustlab.methods): the
+    generator is rebuilt by its recorded factory and carries the trained weights."""
+    run_dir, trained = gan_run
+    weights = tmp_path / "generator.pt"
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_GENERATOR, str(run_dir), str(weights)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["Linear", "False", "[]"]
+    state = torch.load(weights, weights_only=True)
+    assert state.keys() == {"weight", "bias"}
+    for name, tensor in state.items():
+        assert torch.equal(tensor, trained[f"generator.{name}"]), name
+    in_process = load_module(run_dir, "generator")
+    z = torch.randn(5, 4)
+    expected = z @ trained["generator.weight"].T + trained["generator.bias"]
+    assert torch.allclose(in_process(z), expected, atol=1e-6)
+
+
+def test_parts_a_run_does_not_export_are_one_line_errors(gan_run):
+    run_dir, _ = gan_run
+    for part in ("model", "discriminator"):
+        message = rf"exports no part '{part}'; its parts: generator$"
+        with pytest.raises(CheckpointError, match=message):
+            load_module(run_dir, part)
+    with pytest.raises(CheckpointError, match="exports no part 'model'"):
+        load_classifier(run_dir)  # what robustlab-eval and method.init_from call
+
+
+def test_a_generator_whose_recorded_size_differs_from_its_weights_is_refused(gan_run):
+    checkpoint = load_checkpoint(results_of(gan_run[0])["checkpoint"])
+    checkpoint[CHECKPOINT_KEY]["parts"]["generator"]["kwargs"]["out_features"] = 32
+    with pytest.raises(CheckpointError, match=r"weights do not fit part 'generator' \(.*size"):
+        load_module(checkpoint, "generator")
+    checkpoint[CHECKPOINT_KEY]["parts"]["generator"]["factory"] = "torch.nn:Linearr"
+    with pytest.raises(CheckpointError, match=r"cannot rebuild part 'generator'.*has no"):
+        load_module(checkpoint, "generator")
+
+
+def test_a_checkpoint_older_than_parts_names_the_format(gan_run):
+    checkpoint = load_checkpoint(results_of(gan_run[0])["checkpoint"])
+    record = checkpoint[CHECKPOINT_KEY]
+    del record["parts"]
+    record["format"] = 2
+    with pytest.raises(CheckpointError, match="checkpoint format 2, older than exported parts"):
+        load_module(checkpoint, "generator")

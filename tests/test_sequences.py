@@ -12,7 +12,6 @@ from robustlab.perturbations.sequences import (
     FLIP_REFERENCE,
     SEQUENCES,
     flip_probability,
-    flip_rate_from_logits,
     make_sequence,
     sequence_predictions,
 )
@@ -135,15 +134,16 @@ def test_flip_probability_on_hand_built_tables(table, previous, first):
 def test_flip_probability_rejects_bad_input():
     with pytest.raises(ConfigError, match="T >= 2"):
         flip_probability(torch.tensor([[1, 2, 3]]))
-    with pytest.raises(ConfigError, match="valid: first, previous"):
+    unknown = "unknown flip reference 'next'; valid choices: first, previous"
+    with pytest.raises(ConfigError, match=unknown):
         flip_probability(torch.zeros(3, 2, dtype=torch.long), reference="next")
 
 
 def test_constant_model_never_flips():
     model = _Constant()
     seq = make_sequence(_images(4), "gaussian_noise", frames=6, step=0.1, generator=_gen(4))
-    assert flip_rate_from_logits(model, seq, batch_size=5) == 0.0
-    assert flip_rate_from_logits(model, seq, batch_size=5, reference="first") == 0.0
+    preds = sequence_predictions(model, seq, batch_size=5)
+    assert flip_probability(preds) == 0.0 and flip_probability(preds, reference="first") == 0.0
     assert torch.equal(sequence_predictions(model, seq), torch.ones(6, 4, dtype=torch.long))
 
 
@@ -158,17 +158,22 @@ def test_threshold_model_flip_rate_on_brightness_sequence():
     assert preds[:, 0].tolist() == [0] * 4 + [1] * 6
     assert preds[:, 1].tolist() == [0] * 2 + [1] * 8
     assert preds[:, 2].tolist() == [1] * 10
-    assert flip_rate_from_logits(model, seq, batch_size=7) == pytest.approx(2 / 27)
-    assert flip_rate_from_logits(model, seq, reference="first") == pytest.approx(14 / 27)
+    assert flip_probability(preds) == pytest.approx(2 / 27)
+    assert flip_probability(preds, reference="first") == pytest.approx(14 / 27)
 
 
 def test_make_sequence_rejects_bad_config():
-    with pytest.raises(ConfigError, match="valid kinds: brightness, gaussian_noise, rotate"):
+    with pytest.raises(ConfigError, match="valid choices: brightness, gaussian_noise, rotate"):
         make_sequence(_images(), "shear")
     with pytest.raises(ConfigError, match="frames must be an integer >= 2"):
         make_sequence(_images(), "translate", frames=1)
     with pytest.raises(ConfigError, match="step must be >= 0"):
         make_sequence(_images(), "gaussian_noise", step=-0.1)
+    shape = r"perturbation sequences take float images of shape \(B, C, H, W\) with C = 1 or 3"
+    with pytest.raises(ConfigError, match=shape + r", got \(2, 2, 8, 8\)"):
+        make_sequence(torch.rand(2, 2, 8, 8), "brightness")
+    with pytest.raises(ConfigError, match=r"got dtype torch.uint8; convert uint8 with .*uint8"):
+        make_sequence(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), "brightness")
 
 
 def test_noise_sequence_with_per_image_streams_follows_the_image_not_the_batch():
@@ -189,3 +194,25 @@ def test_noise_sequence_with_per_image_streams_follows_the_image_not_the_batch()
     )
     corr = torch.corrcoef(noise[1:].flatten(0, 1))
     assert (corr - torch.eye(12)).abs().max() < 0.05
+
+
+def test_predictions_run_in_eval_mode_and_give_each_submodule_its_own_mode_back():
+    """Frames are scored with dropout off (eval mode); afterwards a part kept in eval mode on
+    purpose (a frozen teacher inside a training model) stays in eval mode."""
+
+    class _DropoutThenThreshold(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dropout = nn.Dropout(p=0.9)
+            self.frozen = _MeanThreshold().eval()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.frozen(self.dropout(x))
+
+    model = _DropoutThenThreshold().train()
+    model.frozen.eval()
+    x = torch.full((3, 1, 8, 8), 0.7)
+    seq = make_sequence(x, "brightness", frames=4, step=0.05)
+    torch.manual_seed(0)
+    assert torch.equal(sequence_predictions(model, seq), torch.ones(4, 3, dtype=torch.long))
+    assert model.training and model.dropout.training and not model.frozen.training

@@ -3,15 +3,15 @@
 Parts: :mod:`~robustlab.attacks.norms` (threat-model geometry), :mod:`~robustlab.attacks.objectives`
 (what is maximised), :mod:`~robustlab.attacks.gradients` (input gradients in any grad mode).
 Attacks: :func:`pgd`, :func:`fgsm`, :func:`autoattack`; config objects :class:`Attack`,
-:class:`AutoAttack` and the registry :func:`build_attack`; evaluation :func:`robust_accuracy`,
-:func:`sanity_flags`. Models map [0, 1] images to logits (normalisation inside the model).
+:class:`AutoAttack` and the registry :func:`build_attack`; :func:`sanity_flags` for a grid of
+robust accuracies. Models map [0, 1] images to logits (normalisation inside the model).
 """
 
 from __future__ import annotations
 
 from robustlab.attacks.autoattack import autoattack, backend_provenance
 from robustlab.attacks.config import ATTACKS, Attack, AutoAttack, build_attack
-from robustlab.attacks.evaluation import robust_accuracy, sanity_flags
+from robustlab.attacks.evaluation import sanity_flags
 from robustlab.attacks.gradients import input_gradient
 from robustlab.attacks.norms import (
     NORMS,
@@ -47,7 +47,6 @@ __all__ = [
     "project_linf",
     "random_init",
     "resolve_objective",
-    "robust_accuracy",
     "sanity_flags",
     "weighted_sum",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -81,37 +82,35 @@ def backend_provenance(backend: str) -> dict[str, str]:
     return {"backend": backend, "package": distribution, "package_version": version}
 
 
-def _run_reference(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    norm: str,
-    eps: float,
-    version: str,
-    seed: int,
-    batch_size: int,
-    verbose: bool,
-) -> Tensor:
+@dataclass(frozen=True)
+class _Settings:
+    """What either backend runs with (validated by :func:`autoattack`)."""
+
+    norm: str
+    eps: float
+    version: str
+    seed: int
+    batch_size: int
+    verbose: bool
+
+
+def _run_reference(model: nn.Module, x: Tensor, y: Tensor, s: _Settings) -> Tensor:
     from pyautoattack import AutoAttack  # type: ignore[import-not-found]
 
     adversary = AutoAttack(
-        model, norm=_NORM_NAMES[norm], eps=eps, version=version, seed=seed, device=x.device
+        model, norm=_NORM_NAMES[s.norm], eps=s.eps, version=s.version, seed=s.seed, device=x.device
     )
-    adversary.verbose = verbose
-    out = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    adversary.verbose = s.verbose
+    out = adversary.run_standard_evaluation(x, y, batch_size=s.batch_size)
     return out[0] if isinstance(out, tuple) else out
 
 
-def _torchattacks_parts(
-    model: nn.Module, *, norm: str, eps: float, version: str, seed: int, n_classes: int
-) -> list[tuple[str, Any]]:
-    """torchattacks components with the reference settings of ``version`` (``_set_version``)."""
+def _torchattacks_parts(model: nn.Module, s: _Settings, n_classes: int) -> list[tuple[str, Any]]:
+    """torchattacks components with the reference settings of ``s.version`` (``_set_version``)."""
     import torchattacks as ta
 
-    n_norm = _NORM_NAMES[norm]
     n_targets = max(1, min(N_TARGET_CLASSES, n_classes - 1))
-    common = dict(norm=n_norm, eps=eps, seed=seed, verbose=False)
+    common = dict(norm=_NORM_NAMES[s.norm], eps=s.eps, seed=s.seed, verbose=False)
 
     def apgd(loss: str, restarts: int, eot: int = 1) -> Any:
         return ta.APGD(
@@ -149,14 +148,14 @@ def _torchattacks_parts(
             **common,
         )
 
-    if version == "standard":
+    if s.version == "standard":
         return [
             ("apgd-ce", apgd("ce", 1)),
             ("apgd-t", apgd_t()),
             ("fab-t", fab(True, 1)),
             ("square", square()),
         ]
-    if version == "plus":
+    if s.version == "plus":
         return [
             ("apgd-ce", apgd("ce", 5)),
             ("apgd-dlr", apgd("dlr", 5)),
@@ -173,40 +172,27 @@ def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
         return torch.cat([model(chunk).argmax(1) for chunk in x.split(batch_size)])
 
 
-def _run_torchattacks(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    norm: str,
-    eps: float,
-    version: str,
-    seed: int,
-    batch_size: int,
-    verbose: bool,
-) -> Tensor:
+def _run_torchattacks(model: nn.Module, x: Tensor, y: Tensor, s: _Settings) -> Tensor:
     with torch.no_grad():
         n_classes = int(model(x[:1]).shape[1])
     check(n_classes >= 2, f"AutoAttack needs a classifier with >= 2 logits, got {n_classes}")
-    parts = _torchattacks_parts(
-        model, norm=norm, eps=eps, version=version, seed=seed, n_classes=n_classes
-    )
+    parts = _torchattacks_parts(model, s, n_classes)
     training = model.training
     for _, attack in parts:  # torchattacks forces eval mode by default; keep the caller's mode
         attack.set_model_training_mode(
             model_training=training, batchnorm_training=training, dropout_training=training
         )
     x_adv = x.clone()
-    robust = _predict(model, x, batch_size).eq(y)
-    level = logging.INFO if verbose else logging.DEBUG
+    robust = _predict(model, x, s.batch_size).eq(y)
+    level = logging.INFO if s.verbose else logging.DEBUG
     log.log(level, "AutoAttack (torchattacks) clean accuracy: %.2f%%", 100 * robust.float().mean())
     for name, attack in parts:
         idx = robust.nonzero().flatten()
         if idx.numel() == 0:
             break
-        for chunk in idx.split(batch_size):
+        for chunk in idx.split(s.batch_size):
             adv = attack(x[chunk], y[chunk])
-            fooled = _predict(model, adv, batch_size).ne(y[chunk])
+            fooled = _predict(model, adv, s.batch_size).ne(y[chunk])
             x_adv[chunk[fooled]] = adv[fooled].to(x_adv.dtype)
             robust[chunk[fooled]] = False
         acc = 100 * robust.float().mean()
@@ -269,15 +255,6 @@ def autoattack(
     devices = [x.device] if x.is_cuda else []
     with torch.random.fork_rng(devices=devices), gradient_context():
         x_in, y_in = as_autograd_tensor(x), as_autograd_tensor(y)
-        x_adv = _RUNNERS[backend](
-            model,
-            x_in,
-            y_in,
-            norm=norm,
-            eps=eps,
-            version=version,
-            seed=int(seed),
-            batch_size=int(batch_size),
-            verbose=verbose,
-        )
+        settings = _Settings(norm, eps, version, int(seed), int(batch_size), bool(verbose))
+        x_adv = _RUNNERS[backend](model, x_in, y_in, settings)
     return x_adv.detach().to(dtype=x.dtype, device=x.device)

@@ -27,6 +27,7 @@ from robustlab.attacks.norms import check_eps, check_norm
 from robustlab.attacks.objectives import Objective
 from robustlab.attacks.pgd import check_counts, madry_step_size, pgd
 from robustlab.errors import ConfigError, check
+from robustlab.registry import resolve
 from robustlab.results import format_level
 
 
@@ -219,10 +220,10 @@ def build_attack(name: str, **kwargs: Any) -> Attack | AutoAttack:
     Unknown names and keyword arguments raise :class:`ConfigError` listing the valid ones.
     """
     key = str(name).strip().lower()
-    check(key in ATTACKS, f"unknown attack {name!r}; choose one of {sorted(ATTACKS)}")
+    factory = resolve(ATTACKS, key, group="attack", imports=False)
     unknown = sorted(set(kwargs) - set(_ACCEPTED[key]))
     check(
         not unknown,
         f"attack {key!r} does not take {unknown}; accepted arguments: {list(_ACCEPTED[key])}",
     )
-    return ATTACKS[key](**kwargs)
+    return factory(**kwargs)

@@ -1,82 +1,15 @@
-"""Robust accuracy and the sanity checks users trust (RobustBench / AutoAttack habits).
+"""The sanity checks users trust on a grid of robust accuracies (RobustBench / AutoAttack habits).
 
-Robust accuracy is ``mean_i 1[argmax f(A(x_i, y_i)) = y_i]`` for an attack A. Sanity checks on a
-grid of results: robust ≤ clean accuracy, and accuracy never rises with a larger ε or more steps
-(if it does, the attack is too weak or the gradients are masked — Athalye et al., ICML 2018).
+Robust accuracy is ``mean_i 1[argmax f(A(x_i, y_i)) = y_i]`` for an attack A (the attack suites
+measure it, :mod:`robustlab.suites.attacks`). Checks on a grid of results: robust ≤ clean
+accuracy, and accuracy never rises with a larger ε or more steps (if it does, the attack is too
+weak or the gradients are masked — Athalye et al., ICML 2018).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
-
-import torch
-from torch import Tensor, nn
-
-from robustlab.errors import check
-from robustlab.perturbations.imageops import from_uint8
-
-AttackFn = Callable[..., Tensor]
-Batches = Iterable[Sequence[Tensor]] | tuple[Tensor, Tensor]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _batches(data: Batches, batch_size: int) -> Iterable[Sequence[Tensor]]:
-    """Batches of ``(x, y)`` from a loader / iterable of batches or a pair of tensors."""
-    if (
-        isinstance(data, (tuple, list))
-        and len(data) == 2
-        and all(isinstance(t, Tensor) for t in data)
-    ):
-        x, y = data
-        check(len(x) == len(y), f"images and labels differ in length: {len(x)} vs {len(y)}")
-        return zip(x.split(batch_size), y.split(batch_size), strict=True)
-    return data
-
-
-def _accepts_generator(attack: AttackFn) -> bool:
-    try:
-        return "generator" in inspect.signature(attack).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def robust_accuracy(
-    model: nn.Module,
-    data: Batches,
-    attack: AttackFn | None,
-    device: torch.device | str | None = None,
-    *,
-    generator: torch.Generator | None = None,
-    batch_size: int = 256,
-) -> float:
-    """Fraction of examples still classified correctly after ``attack(model, x, y)``.
-
-    ``data`` is a DataLoader (or any iterable of ``(x, y, ...)`` batches) or a pair of tensors
-    ``(x, y)``; uint8 images are scaled to [0, 1]. ``attack=None`` gives clean accuracy.
-    Batches go to ``device`` (default: the model's device). The model's mode is not changed:
-    call ``model.eval()`` first for the usual protocol.
-    """
-    device = torch.device(device) if device is not None else _model_device(model)
-    pass_generator = attack is not None and generator is not None and _accepts_generator(attack)
-    correct = total = 0
-    for batch in _batches(data, batch_size):
-        x, y = batch[0].to(device), batch[1].to(device)
-        if not x.is_floating_point():
-            x = from_uint8(x)
-        if attack is not None:
-            x = attack(model, x, y, generator=generator) if pass_generator else attack(model, x, y)
-        with torch.no_grad():
-            correct += int(model(x).argmax(dim=1).eq(y).sum())
-        total += int(y.numel())
-    check(total > 0, "robust_accuracy got no examples; check the data loader / tensors")
-    return correct / total
 
 
 def _record(item: Any) -> tuple[float, float, float]:

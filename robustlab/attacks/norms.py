@@ -16,6 +16,7 @@ from torch import Tensor
 from robustlab import randomness
 from robustlab.errors import check
 from robustlab.randomness import RandomSource
+from robustlab.registry import resolve
 
 NORMS: tuple[str, ...] = ("linf", "l2")
 _ALIASES = {"linf": "linf", "inf": "linf", "l_inf": "linf", "l2": "l2", "l_2": "l2"}
@@ -24,9 +25,7 @@ _TINY = 1e-12  # guards divisions by a zero norm
 
 def check_norm(norm: str) -> str:
     """Return the canonical norm name (``"linf"`` or ``"l2"``); accepts ``"Linf"``, ``"L2"``."""
-    key = str(norm).strip().lower()
-    check(key in _ALIASES, f"unknown attack norm {norm!r}; use one of {list(NORMS)}")
-    return _ALIASES[key]
+    return resolve(_ALIASES, str(norm).strip().lower(), group="attack norm", imports=False)
 
 
 def check_eps(eps: float) -> float:
@@ -39,17 +38,16 @@ def check_eps(eps: float) -> float:
     return value
 
 
-def _flat_l2(t: Tensor) -> Tensor:
-    """Per-example l2 norm, shaped (B, 1, ..., 1) to broadcast against ``t``."""
-    norms = t.flatten(1).norm(p=2, dim=1)
-    return norms.view(-1, *([1] * (t.dim() - 1)))
-
-
 def perturbation_norm(delta: Tensor, norm: str) -> Tensor:
     """Per-example size ``‖δ_i‖_p`` of a perturbation batch, shape (B,)."""
     norm = check_norm(norm)
     flat = delta.flatten(1)
     return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(p=2, dim=1)
+
+
+def _flat_l2(t: Tensor) -> Tensor:
+    """Per-example l2 norm, shaped (B, 1, ..., 1) to broadcast against ``t``."""
+    return perturbation_norm(t, "l2").view(-1, *([1] * (t.dim() - 1)))
 
 
 def project_linf(delta: Tensor, eps: float) -> Tensor:

@@ -1,5 +1,6 @@
 """The command line's view of the config tree: the options of every group (nested ones such as
-``experiment=stability/mnist`` included, internal groups whose name starts with ``_`` hidden),
+``experiment=stability/mnist`` included; internal groups and options whose name starts with ``_``,
+such as the shared ``experiment/stability/_base/`` settings, hidden),
 the group listing of ``--help``, and Hydra's own errors (an unknown option, a typo'd key, an
 unparsable override) as one line with a "did you mean" drawn from the known options or keys.
 """
@@ -45,7 +46,11 @@ def group_options(group: str) -> list[str]:
     loader = _loader()
     if loader is None:
         return []
-    options = list(loader.get_group_options(group, results_filter=ObjectType.CONFIG))
+    options = [
+        option
+        for option in loader.get_group_options(group, results_filter=ObjectType.CONFIG)
+        if not option.startswith("_")  # shared bases (``_base.yaml``) are not options to pick
+    ]
     if group.split("/")[0] in NESTED_OPTION_GROUPS:
         for sub in _subgroups(group):
             prefix = sub.rpartition("/")[2]

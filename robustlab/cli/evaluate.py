@@ -1,6 +1,9 @@
 """``robustlab-eval checkpoint=PATH suite=[...]``: score a trained model on evaluation suites.
 
-Data and model are rebuilt from the run config stored in the checkpoint; results go to
+``checkpoint`` is a checkpoint file or a run folder (the best checkpoint its results.json names).
+Data are rebuilt from the run config stored in the checkpoint, the classifier by
+:func:`~robustlab.run.checkpoints.load_classifier` (the checkpoint's exported part ``model``; a
+stage that exports no classifier is refused with the parts it does export); results go to
 ``results.json`` (tidy ``robustness`` records + ``summary``) and a human ``report.md`` with plots.
 """
 

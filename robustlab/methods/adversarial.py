@@ -15,8 +15,7 @@ model's per-module train/eval flags are restored before the loss is computed in 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -27,6 +26,7 @@ from robustlab.attacks import Attack, Objective, build_attack, cross_entropy
 from robustlab.errors import ConfigError, check
 from robustlab.losses import kl_divergence, madry_loss, trades_loss
 from robustlab.methods.erm import ERM, TrainingOutput
+from robustlab.models.base import eval_mode
 
 LOSSES = ("madry", "trades")
 
@@ -39,21 +39,6 @@ def trades_objective(logits_clean: Tensor) -> Objective:
         return kl_divergence(target, model(x_adv))
 
     return kl_to_clean
-
-
-@contextmanager
-def eval_mode(module: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Put every submodule in eval mode, then restore each one's own train/eval flag."""
-    if not enabled:
-        yield
-        return
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
 
 
 def attack_from_config(config: Mapping[str, Any] | None, where: str) -> Attack:

@@ -39,7 +39,14 @@ from robustlab.methods.optim import (
     schedule_config,
 )
 from robustlab.methods.terms import build_terms
-from robustlab.run.checkpoints import CHECKPOINT_KEY, load_classifier, restore_rng, run_record
+from robustlab.run.checkpoints import (
+    CHECKPOINT_KEY,
+    ExportedPart,
+    load_classifier,
+    part_records,
+    restore_rng,
+    run_record,
+)
 
 
 @dataclass
@@ -431,10 +438,18 @@ class ERM(pl.LightningModule):
                 scheduler.step()
 
     # ----------------------------------------------------------------- checkpoints
+    def exported_parts(self) -> dict[str, ExportedPart]:
+        """The modules other runs may load from this run's checkpoints
+        (:func:`robustlab.run.checkpoints.load_module`), by name. Default: the classifier as
+        part ``model``; a method exporting more (a generator, a student) adds
+        ``ExportedPart(module, "pkg.module:factory", kwargs)`` entries."""
+        return {"model": ExportedPart(self.model)}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store what is needed to rebuild the classifier and to resume bit-for-bit: the
-        resolved config, the classifier's shape and every global random state."""
-        checkpoint[CHECKPOINT_KEY] = run_record(self.run_config, self.model)
+        """Store what is needed to rebuild the exported parts and to resume bit-for-bit: the
+        resolved config, the classifier's shape, the parts and every global random state."""
+        parts = part_records(self, self.exported_parts())
+        checkpoint[CHECKPOINT_KEY] = run_record(self.run_config, self.model, parts)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resume: put every global random state back where the checkpoint left it (only when

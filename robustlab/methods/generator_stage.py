@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from robustlab.methods.erm import ERM
+from robustlab.run.checkpoints import ExportedPart
 
 
 class GeneratorStage(ERM):
@@ -32,6 +33,11 @@ class GeneratorStage(ERM):
     Under DDP, a step that updates one part leaves the other's parameters out of that
     backward: run with ``trainer.strategy=ddp_find_unused_parameters_true``.
 
+    Exported parts: none by default (there is no classifier to export). A stage whose
+    product a later run uses declares it in :meth:`exported_parts`, e.g. ``{"generator":
+    ExportedPart(self.generator, "pkg.module:build_generator", {"noise_dim": 128})}``; a
+    later run loads it with ``load_module(run_dir, "generator")`` without building this stage.
+
     Validation: none by default (there is no accuracy to rank checkpoints by; ``last.ckpt``
     is the stage's result). A subclass that validates defines ``validation_step`` and should
     make ``callbacks.checkpoint.monitor`` name what it logs.
@@ -43,3 +49,7 @@ class GeneratorStage(ERM):
 
     def __init__(self, model: nn.Module, **erm: Any):
         super().__init__(model, **erm)
+
+    def exported_parts(self) -> dict[str, ExportedPart]:
+        """Nothing by default: a subclass declares its generator (see the class docstring)."""
+        return {}

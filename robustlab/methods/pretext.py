@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustlab import randomness
 from robustlab.errors import ConfigError, check
+from robustlab.registry import check_known
 
 
 # ----------------------------------------------------------------------------- rotation
@@ -161,10 +163,7 @@ class Rotation(PretextTask):
     ) -> Tensor:
         if self.mode == "all":
             return torch.arange(4, device=device).repeat(batch, 1)
-        k = torch.randint(
-            4, (batch, 1), generator=generator, device=getattr(generator, "device", "cpu")
-        )
-        return k.to(device)
+        return randomness.randint((batch, 1), 0, 4, generator, device)
 
     def transform(self, x: Tensor, labels: Tensor) -> Tensor:
         return rotate(x.repeat_interleave(labels.shape[1], dim=0), labels.reshape(-1))
@@ -215,18 +214,13 @@ class Jigsaw(PretextTask):
         device: torch.device | str = "cpu",
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        gen_device = getattr(generator, "device", "cpu")
         if self.identity_prob is None or self.num_classes == 1:
-            labels = torch.randint(
-                self.num_classes, (batch,), generator=generator, device=gen_device
-            )
+            labels = randomness.randint((batch,), 0, self.num_classes, generator, device)
         else:
-            others = torch.randint(
-                1, self.num_classes, (batch,), generator=generator, device=gen_device
-            )
-            coin = torch.rand(batch, generator=generator, device=gen_device)
+            others = randomness.randint((batch,), 1, self.num_classes, generator, device)
+            coin = randomness.uniform((batch,), 0.0, 1.0, generator, device)
             labels = torch.where(coin < self.identity_prob, torch.zeros_like(others), others)
-        return labels.to(device)[:, None]
+        return labels[:, None]
 
     def transform(self, x: Tensor, labels: Tensor) -> Tensor:
         perms = self.perms.to(x.device)[labels.reshape(-1)]
@@ -247,9 +241,7 @@ def build_pretexts(
     names = [names] if isinstance(names, str) else list(names)
     options = dict(options or {})
     check(len(names) > 0, f"method.pretext must name at least one task of {sorted(PRETEXTS)}")
-    unknown = sorted(set(names) - set(PRETEXTS)) + sorted(set(options) - set(PRETEXTS))
-    if unknown:
-        raise ConfigError(f"unknown pretext task {unknown}; valid choices: {sorted(PRETEXTS)}")
+    check_known([*names, *options], PRETEXTS, group="pretext task")
     check(len(set(names)) == len(names), f"method.pretext lists a task twice: {names}")
     tasks = {}
     for name in names:

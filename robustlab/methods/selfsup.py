@@ -34,9 +34,10 @@ from torchmetrics import MeanMetric
 
 from robustlab.attacks import Objective, weighted_sum
 from robustlab.errors import check
-from robustlab.methods.adversarial import AdversarialTraining, eval_mode
+from robustlab.methods.adversarial import AdversarialTraining
 from robustlab.methods.erm import TrainingOutput
 from robustlab.methods.pretext import build_pretexts, pretext_heads, pretext_loss
+from robustlab.models.base import eval_mode
 
 SSL_INPUTS = ("adversarial", "clean", "both")
 

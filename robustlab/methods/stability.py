@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from robustlab.errors import check
 from robustlab.losses import embedding_stability, random_triplets, triplet_ranking_loss
 from robustlab.methods.erm import ERM, TrainingOutput
-from robustlab.methods.terms import PERTURBATIONS, StabilityTerm
+from robustlab.methods.terms import PERTURBATIONS, STABILITY, StabilityTerm
 
 __all__ = ["PERTURBATIONS", "TASKS", "StabilityTraining"]
 
@@ -35,19 +35,9 @@ class StabilityTraining(ERM):
     """ERM plus the stability loss of Zheng et al. (2016): ``L0(x) + α · Lstab(x, x')``.
 
     Args (beyond :class:`ERM`'s):
-        alpha: α ≥ 0, weight of the stability loss.
-        sigma: σ ≥ 0 of the Gaussian pixel noise (``perturbation=gaussian``), [0, 1] scale.
-        perturbation: how x' is made, one of ``PERTURBATIONS``.
-        levels: ``{distortion: [levels]}`` for distortion / ``mix`` perturbations (a level is
-            drawn uniformly per example); defaults to
-            ``robustlab.perturbations.distortions.DEFAULT_LEVELS``.
-        mix: the distortion names ``perturbation=mix`` draws from (uniformly per example).
-        clip: clip x + ε to [0, 1] (off by default: the paper's x' = x + ε is unclipped;
-            clipping on mostly-black images such as MNIST makes the noise non-zero-mean).
-        detach_clean: stop gradients through the clean branch of Lstab (default on): the
-            clean prediction is then a fixed target that the perturbed prediction is pulled
-            to, and only L0 shapes it, so Lstab cannot "stabilise" by flattening the clean
-            prediction towards the noisy one.
+        alpha, sigma, perturbation, levels, mix, clip, detach_clean: the stability term's
+            options, documented (and defaulted, :data:`~robustlab.methods.terms.STABILITY`)
+            once by :class:`~robustlab.methods.terms.StabilityTerm`.
         joint_forward: run clean and perturbed images as ONE concatenated batch (default).
             BatchNorm then normalises both halves with the same batch statistics (computed
             on the clean+perturbed mix, and its running averages track that mix), so the two
@@ -68,13 +58,13 @@ class StabilityTraining(ERM):
         self,
         model: nn.Module,
         *,
-        alpha: float = 0.01,
-        sigma: float = 0.04,
-        perturbation: str = "gaussian",
-        levels: Mapping[str, Sequence[float]] | None = None,
-        mix: Sequence[str] = ("gaussian_noise", "jpeg", "thumbnail", "crop"),
-        clip: bool = False,
-        detach_clean: bool = True,
+        alpha: float = STABILITY.alpha,
+        sigma: float = STABILITY.sigma,
+        perturbation: str = STABILITY.perturbation,
+        levels: Mapping[str, Sequence[float]] | None = STABILITY.levels,
+        mix: Sequence[str] = STABILITY.mix,
+        clip: bool = STABILITY.clip,
+        detach_clean: bool = STABILITY.detach_clean,
         joint_forward: bool = True,
         task: str = "classification",
         embedding_dim: int | None = 64,

@@ -6,6 +6,8 @@ A backbone maps images (B, C, H, W) to logits (B, K) as ``classifier(features(x)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from numbers import Integral
 
 import torch
@@ -31,6 +33,21 @@ def check_dropout(value: object) -> float:
         f"dropout must be a probability in [0, 1), got {value!r}",
     )
     return float(value)  # type: ignore[arg-type]
+
+
+@contextmanager
+def eval_mode(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """Inside, every submodule of ``module`` is in eval mode (BatchNorm uses running statistics,
+    dropout is off); afterwards each submodule gets back its own train/eval flag, so parts kept
+    in eval mode on purpose (a frozen teacher) stay so. ``enabled=False`` changes nothing."""
+    flags = [(m, m.training) for m in module.modules()] if enabled else []
+    if enabled:
+        module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def global_avg_pool(x: torch.Tensor) -> torch.Tensor:

@@ -30,9 +30,10 @@ import torch
 from torch import Tensor
 
 from robustlab import randomness
-from robustlab.errors import ConfigError, check
+from robustlab.errors import check
 from robustlab.perturbations import imageops
 from robustlab.randomness import RandomSource
+from robustlab.registry import resolve
 
 Distortion = Callable[..., Tensor]
 
@@ -48,14 +49,6 @@ DEFAULT_LEVELS: dict[str, list[float]] = {
 # --------------------------------------------------------------------------------------------
 # Level validation (shared by the distortions and by random_distortion's up-front check)
 # --------------------------------------------------------------------------------------------
-
-
-def _check_images(images: Tensor) -> None:
-    check(
-        isinstance(images, Tensor) and images.ndim == 4 and images.shape[1] in (1, 3),
-        "distortions expect float images of shape (B, C, H, W) with C = 1 or 3, got "
-        f"{tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__}",
-    )
 
 
 def _is_number(value: object) -> bool:
@@ -116,7 +109,7 @@ _VALIDATORS: dict[str, Callable[[float, tuple[int, int]], None]] = {
 
 def jpeg(images: Tensor, quality: int, generator: RandomSource = None) -> Tensor:
     """JPEG round trip at ``quality`` (libjpeg via torchvision, after uint8 quantisation)."""
-    _check_images(images)
+    imageops.check_images(images, who="distortions")
     _check_jpeg(quality, images.shape[-2:])
     return imageops.jpeg_roundtrip(images, int(quality))
 
@@ -130,7 +123,7 @@ def thumbnail(
     up: str = "bilinear",
 ) -> Tensor:
     """Thumbnail: resize to ⌊s·H + ½⌋ × ⌊s·W + ½⌋ with ``down``, then back to H × W with ``up``."""
-    _check_images(images)
+    imageops.check_images(images, who="distortions")
     _check_thumbnail(scale, images.shape[-2:])
     h, w = images.shape[-2:]
     small = (max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5)))
@@ -150,7 +143,7 @@ def crop(images: Tensor, offset: int, generator: RandomSource = None) -> Tensor:
     Corner (top, left) ∈ {0, k}² is drawn from ``generator``; resizing is bilinear with
     half-pixel centres: out[i, j] = window((i + ½)·(H-k)/H - ½, (j + ½)·(W-k)/W - ½).
     """
-    _check_images(images)
+    imageops.check_images(images, who="distortions")
     _check_offset(offset, images.shape[-2:])
     k = int(offset)
     bits = _corner_bits(images, generator)
@@ -164,7 +157,7 @@ def crop(images: Tensor, offset: int, generator: RandomSource = None) -> Tensor:
 
 def crop_pad(images: Tensor, offset: int, generator: RandomSource = None) -> Tensor:
     """Shift content by (±k, ±k) pixels (random signs per sample), zero-filling the border."""
-    _check_images(images)
+    imageops.check_images(images, who="distortions")
     _check_crop_pad(offset, images.shape[-2:])
     k = int(offset)
     bits = _corner_bits(images, generator)
@@ -176,7 +169,7 @@ def crop_pad(images: Tensor, offset: int, generator: RandomSource = None) -> Ten
 
 def gaussian_noise(images: Tensor, sigma: float, generator: RandomSource = None) -> Tensor:
     """x + σ·ε with ε ~ N(0, I) per pixel, clipped to [0, 1] (the stability-training noise)."""
-    _check_images(images)
+    imageops.check_images(images, who="distortions")
     _check_sigma(sigma, images.shape[-2:])
     return imageops.gaussian_noise(images, float(sigma), generator)
 
@@ -191,11 +184,7 @@ DISTORTIONS: dict[str, Distortion] = {
 
 
 def _lookup(name: str) -> Distortion:
-    if name not in DISTORTIONS:
-        raise ConfigError(
-            f"unknown distortion {name!r}; valid distortions: {', '.join(sorted(DISTORTIONS))}"
-        )
-    return DISTORTIONS[name]
+    return resolve(DISTORTIONS, name, group="distortion", imports=False)
 
 
 def distort(images: Tensor, name: str, level: float, generator: RandomSource = None) -> Tensor:
@@ -217,7 +206,7 @@ def random_distortion(
     uniform over ``levels[name]`` (default: ``DEFAULT_LEVELS``). Samples sharing a choice are
     processed as one batch. With ``return_choices`` the per-sample choices are returned too.
     """
-    _check_images(images)
+    imageops.check_images(images, who="distortions")
     names = list(DISTORTIONS) if names is None else list(names)
     levels = DEFAULT_LEVELS if levels is None else levels
     check(len(names) > 0, "random_distortion needs at least one distortion name")

@@ -10,7 +10,23 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from robustlab.errors import ConfigError
 from robustlab.randomness import RandomSource, randn_like
+
+
+def check_images(images: object, *, who: str) -> None:
+    """``images`` is a float tensor (B, C, H, W) with C = 1 or 3, else a :class:`ConfigError`
+    saying what ``who`` (e.g. ``"corruptions"``) takes, what it got, and how to convert uint8."""
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
+        got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ConfigError(
+            f"{who} take float images of shape (B, C, H, W) with C = 1 or 3, got {got}"
+        )
+    if not images.is_floating_point():
+        raise ConfigError(
+            f"{who} take float images in [0, 1], got dtype {images.dtype}; convert uint8 with "
+            "robustlab.perturbations.imageops.from_uint8"
+        )
 
 
 def to_uint8(images: Tensor) -> Tensor:

@@ -35,9 +35,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from robustlab.errors import ConfigError, check
+from robustlab.errors import check
+from robustlab.models.base import eval_mode
 from robustlab.perturbations import imageops
 from robustlab.randomness import ImageStreams, RandomSource
+from robustlab.registry import resolve
 
 DEFAULT_STEPS: dict[str, float] = {
     "translate": 1,
@@ -97,14 +99,8 @@ def make_sequence(
     generator: RandomSource = None,
 ) -> Tensor:
     """Build a (T, B, C, H, W) perturbation sequence; frame t has strength t·step, frame 0 = x."""
-    if kind not in SEQUENCES:
-        raise ConfigError(
-            f"unknown perturbation sequence {kind!r}; valid kinds: {', '.join(sorted(SEQUENCES))}"
-        )
-    check(
-        isinstance(images, Tensor) and images.ndim == 4 and images.shape[1] in (1, 3),
-        "make_sequence expects float images of shape (B, C, H, W) with C = 1 or 3",
-    )
+    make_frames = resolve(SEQUENCES, kind, group="perturbation sequence", imports=False)
+    imageops.check_images(images, who="perturbation sequences")
     check(
         isinstance(frames, int) and frames >= 2, f"frames must be an integer >= 2, got {frames!r}"
     )
@@ -121,8 +117,15 @@ def make_sequence(
     t = torch.arange(1, frames, device=images.device, dtype=torch.float64).repeat_interleave(b)
     if isinstance(generator, ImageStreams):  # row (t-1)·B + i is frame t of image i
         generator = generator.tile(frames - 1)
-    perturbed = SEQUENCES[kind](flat, t, step, generator).reshape(frames - 1, b, *rest)
+    perturbed = make_frames(flat, t, step, generator).reshape(frames - 1, b, *rest)
     return torch.cat([images.unsqueeze(0), perturbed], dim=0)
+
+
+#: flip reference -> the frames each frame t >= 1 is compared with
+_FLIP_REFERENCES: dict[str, Callable[[Tensor], Tensor]] = {
+    "previous": lambda p: p[:-1],
+    "first": lambda p: p[:1],
+}
 
 
 def flip_probability(predictions: Tensor, reference: str = "previous") -> float:
@@ -137,13 +140,8 @@ def flip_probability(predictions: Tensor, reference: str = "previous") -> float:
         p.ndim == 2 and p.shape[0] >= 2 and p.shape[1] >= 1,
         f"predictions must be (T, B) with T >= 2 frames, got shape {tuple(p.shape)}",
     )
-    if reference == "previous":
-        flips = p[1:] != p[:-1]
-    elif reference == "first":
-        flips = p[1:] != p[:1]
-    else:
-        raise ConfigError(f"unknown flip reference {reference!r}; valid: first, previous")
-    return flips.double().mean().item()
+    compared_with = resolve(_FLIP_REFERENCES, reference, group="flip reference", imports=False)
+    return (p[1:] != compared_with(p)).double().mean().item()
 
 
 @torch.no_grad()
@@ -159,17 +157,6 @@ def sequence_predictions(model: nn.Module, sequence: Tensor, batch_size: int = 2
     device = param.device if param is not None else sequence.device
     t, b = sequence.shape[:2]
     flat = sequence.reshape(t * b, *sequence.shape[2:])
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         preds = [model(chunk.to(device)).argmax(dim=1).cpu() for chunk in flat.split(batch_size)]
-    finally:
-        model.train(was_training)
     return torch.cat(preds).reshape(t, b)
-
-
-def flip_rate_from_logits(
-    model: nn.Module, sequence: Tensor, batch_size: int = 256, reference: str = "previous"
-) -> float:
-    """Flip probability of ``model``'s top-1 predictions over a (T, B, C, H, W) sequence."""
-    return flip_probability(sequence_predictions(model, sequence, batch_size), reference)

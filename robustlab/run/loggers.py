@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 from robustlab.errors import ConfigError
-from robustlab.registry import check_keywords, check_types
+from robustlab.registry import check_keywords, check_types, resolve
 
 
 @dataclass
@@ -162,9 +162,7 @@ def build_loggers(
         cfg = OmegaConf.to_container(cfg, resolve=True)
     loggers: list[Logger] = []
     for name, options in (cfg or {}).items():
-        if name not in LOGGERS:
-            raise ConfigError(f"unknown logger {name!r}; valid choices: {', '.join(LOGGERS)}")
-        factory, signature = LOGGERS[name]
+        factory, signature = resolve(LOGGERS, name, group="logger", imports=False, ordered=True)
         options = dict(options or {})
         where = f"logger.{name}"
         provided = _PROVIDED.get(name, _FOLDER_KEYS)

@@ -9,11 +9,13 @@ robust ≤ clean accuracy, and accuracy non-increasing in ε and in steps.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from robustlab.attacks import ATTACKS, build_attack, sanity_flags
 from robustlab.attacks.autoattack import backend_provenance
 from robustlab.attacks.config import parse_number
-from robustlab.errors import ConfigError, check
+from robustlab.errors import check
+from robustlab.registry import resolve
 from robustlab.results import RobustnessRecord, format_level
 from robustlab.suites.base import Case, Condition, EvaluationSuite, Stats, correct_count
 
@@ -52,15 +54,10 @@ class AttackSuite(EvaluationSuite):
         random_start: bool = True,
         version: str = "standard",
         backend: str | None = None,
-        seed: int = 0,
-        max_images: int | None = None,
-        name: str | None = None,
+        **common: Any,
     ):
-        super().__init__(base, seed=seed, max_images=max_images, name=name)
-        if attack not in ATTACKS:
-            raise ConfigError(
-                f"suite.{self.name}.attack={attack!r}; valid attacks: {sorted(ATTACKS)}"
-            )
+        super().__init__(base, **common)
+        resolve(ATTACKS, attack, group=f"suite.{self.name}.attack", imports=False)
         check(len(epsilons) > 0, f"suite.{self.name}.epsilons must list at least one radius")
         check(
             step_size is None or step_size_ratio is None,
@@ -89,7 +86,7 @@ class AttackSuite(EvaluationSuite):
                         f"suite.{self.name}.backend must name the AutoAttack implementation: "
                         'reference (pip install "robustlab[autoattack]") or torchattacks',
                     )
-                    options.update(version=version, seed=seed, backend=backend)
+                    options.update(version=version, seed=self.seed, backend=backend)
                 label = {"pgd": f"pgd{int(n)}", "fgsm": "fgsm"}.get(attack, f"autoattack-{version}")
                 condition = Condition(label, eps, (("steps", int(n)),))
                 self.attacks[condition] = build_attack(attack, **options)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -24,10 +26,8 @@ def calibration_stats(probs: Tensor, y: Tensor, bins: int = ECE_BINS) -> Stats:
 class CleanSuite(EvaluationSuite):
     name = "clean"
 
-    def __init__(
-        self, base, *, seed: int = 0, max_images: int | None = None, name: str | None = None
-    ):
-        super().__init__(base, seed=seed, max_images=max_images, name=name)
+    def __init__(self, base, **common: Any):
+        super().__init__(base, **common)
         self.conditions = [Condition("clean", 0)]
 
     def measure(self, case: Case) -> Stats:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from robustlab.errors import ConfigError, check
+from robustlab.errors import check
 from robustlab.perturbations.corruptions import (
     ALL_CORRUPTIONS,
     HELDOUT_CORRUPTIONS,
@@ -19,6 +20,7 @@ from robustlab.perturbations.corruptions import (
     load_corrupted_release,
 )
 from robustlab.randomness import RandomSource
+from robustlab.registry import check_known
 from robustlab.results import RobustnessRecord
 from robustlab.suites.base import Condition, PerturbationSuite
 from robustlab.suites.corruption_error import baseline_from_results, corruption_errors
@@ -47,18 +49,13 @@ class CorruptionSuite(PerturbationSuite):
         params: str | None = None,
         baseline: str | None = None,
         release_root: str | None = None,
-        seed: int = 0,
-        max_images: int | None = None,
-        name: str | None = None,
+        **common: Any,
     ):
-        super().__init__(base, seed=seed, max_images=max_images, name=name)
+        super().__init__(base, **common)
         names = list(corruptions or ALL_CORRUPTIONS)
-        unknown = sorted(set(names) - set(ALL_CORRUPTIONS))
-        if unknown:
-            raise ConfigError(
-                f"suite.{self.name}: unknown corruption(s) {unknown}; "
-                f"valid: {list(ALL_CORRUPTIONS)}"
-            )
+        check_known(
+            names, ALL_CORRUPTIONS, group="corruption(s)", where=f"suite.{self.name}", ordered=True
+        )
         for s in severities:
             check(
                 isinstance(s, int) and 1 <= s <= 5,

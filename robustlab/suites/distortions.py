@@ -4,12 +4,13 @@ crop and noise levels, accuracy per (distortion, level)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import Tensor
 
-from robustlab.errors import ConfigError
 from robustlab.perturbations.distortions import DEFAULT_LEVELS, DISTORTIONS, distort
 from robustlab.randomness import RandomSource
+from robustlab.registry import check_known
 from robustlab.suites.base import Condition, PerturbationSuite
 
 
@@ -24,19 +25,13 @@ class DistortionSuite(PerturbationSuite):
         *,
         distortions: Sequence[str] | None = None,
         levels: Mapping[str, Sequence[float]] | None = None,
-        seed: int = 0,
-        max_images: int | None = None,
-        name: str | None = None,
+        **common: Any,
     ):
-        super().__init__(base, seed=seed, max_images=max_images, name=name)
+        super().__init__(base, **common)
         names = list(distortions or ("jpeg", "thumbnail", "crop", "gaussian_noise"))
-        unknown = sorted(set(names) - set(DISTORTIONS)) + sorted(
-            set(levels or {}) - set(DISTORTIONS)
+        check_known(
+            [*names, *(levels or {})], DISTORTIONS, group="distortion(s)", where="suite.distortions"
         )
-        if unknown:
-            raise ConfigError(
-                f"suite.distortions: unknown distortion(s) {unknown}; valid: {sorted(DISTORTIONS)}"
-            )
         grid = {**DEFAULT_LEVELS, **dict(levels or {})}
         self.conditions = [Condition(n, level) for n in names for level in grid[n]]
 

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustlab.errors import ConfigError
+from robustlab.errors import ConfigError, check
 from robustlab.perturbations.distortions import DISTORTIONS, distort
 from robustlab.randomness import RandomSource
+from robustlab.registry import check_known
 from robustlab.suites.base import Case, Condition, EvaluationSuite
 
 #: Default (distortion: levels) of the pair suites: the paper's JPEG q = 50 example, a
@@ -50,18 +52,13 @@ class DistortedPairSuite(EvaluationSuite):
         base,
         *,
         distortions: Mapping[str, Sequence[float]] | None = None,
-        seed: int = 0,
-        max_images: int | None = None,
-        name: str | None = None,
+        **common: Any,
     ):
-        super().__init__(base, seed=seed, max_images=max_images, name=name)
+        super().__init__(base, **common)
         grid = dict(DEFAULT_PAIR_DISTORTIONS if distortions is None else distortions)
-        unknown = sorted(set(grid) - set(DISTORTIONS))
-        if unknown or not grid:
-            raise ConfigError(
-                f"suite.{self.name}.distortions: unknown or no distortion(s) {unknown}; give "
-                f"{{name: [levels]}} with names from {sorted(DISTORTIONS)}"
-            )
+        where = f"suite.{self.name}.distortions"
+        check(bool(grid), f"{where} is empty; give {{name: [levels]}}, e.g. {{jpeg: [50]}}")
+        check_known(grid, DISTORTIONS, group="distortion(s)", where=where)
         self.conditions = [Condition(n, level) for n, levels in grid.items() for level in levels]
 
     def pair_features(

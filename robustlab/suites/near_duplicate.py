@@ -12,6 +12,7 @@ exact up to the bin width (``robustlab.suites.distance_histograms``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -50,11 +51,9 @@ class NearDuplicateSuite(DistortedPairSuite):
         bins: int = 200,
         recall: float = 0.9,
         pr_points: int = 20,
-        seed: int = 0,
-        max_images: int | None = None,
-        name: str | None = None,
+        **common: Any,
     ):
-        super().__init__(base, distortions=distortions, seed=seed, max_images=max_images, name=name)
+        super().__init__(base, distortions=distortions, **common)
         check(bins >= 2, f"suite.{self.name}.bins must be >= 2, got {bins}")
         check(0 < recall <= 1, f"suite.{self.name}.recall must be in (0, 1], got {recall}")
         check(pr_points >= 0, f"suite.{self.name}.pr_points must be >= 0, got {pr_points}")

@@ -4,10 +4,11 @@ flip probability = P(top-1 prediction changes between consecutive frames) per se
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
-from robustlab.errors import ConfigError, check
+from robustlab.errors import check
 from robustlab.perturbations.sequences import (
     DEFAULT_STEPS,
     FLIP_REFERENCE,
@@ -15,6 +16,7 @@ from robustlab.perturbations.sequences import (
     flip_probability,
     make_sequence,
 )
+from robustlab.registry import check_known
 from robustlab.suites.base import Case, Condition, EvaluationSuite, Stats
 
 
@@ -34,18 +36,11 @@ class PerturbationSequenceSuite(EvaluationSuite):
         kinds: Sequence[str] | None = None,
         frames: int = 10,
         steps: Mapping[str, float] | None = None,
-        seed: int = 0,
-        max_images: int | None = None,
-        name: str | None = None,
+        **common: Any,
     ):
-        super().__init__(base, seed=seed, max_images=max_images, name=name)
+        super().__init__(base, **common)
         kinds = list(kinds or SEQUENCES)
-        unknown = sorted(set(kinds) - set(SEQUENCES))
-        if unknown:
-            raise ConfigError(
-                f"suite.perturbation_sequences: unknown kind(s) {unknown}; valid: "
-                f"{sorted(SEQUENCES)}"
-            )
+        check_known(kinds, SEQUENCES, group="kind(s)", where="suite.perturbation_sequences")
         check(frames >= 2, f"suite.perturbation_sequences.frames must be >= 2, got {frames}")
         self.frames = int(frames)
         step = {**DEFAULT_STEPS, **dict(steps or {})}

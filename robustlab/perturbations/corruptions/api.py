@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from robustlab.errors import ConfigError
 from robustlab.perturbations.corruptions import blur, digital, noise, weather  # noqa: F401  (registration)
 from robustlab.perturbations.corruptions.registry import CORRUPTIONS, Corruption
 from robustlab.randomness import RandomSource
+from robustlab.registry import resolve
 
 #: the 15 test corruptions, in the order of the paper and of the released data
 TEST_CORRUPTIONS: tuple[str, ...] = (
@@ -34,11 +34,7 @@ ALL_CORRUPTIONS: tuple[str, ...] = TEST_CORRUPTIONS + HELDOUT_CORRUPTIONS
 
 def get_corruption(name: str) -> Corruption:
     """The corruption function registered under ``name``; ConfigError listing valid names."""
-    if name not in CORRUPTIONS:
-        raise ConfigError(
-            f"unknown corruption {name!r}; valid choices: {', '.join(ALL_CORRUPTIONS)}"
-        )
-    return CORRUPTIONS[name]
+    return resolve(_IN_PAPER_ORDER, name, group="corruption", imports=False, ordered=True)
 
 
 def corrupt(
@@ -60,3 +56,4 @@ def corrupt(
 
 
 assert set(CORRUPTIONS) == set(ALL_CORRUPTIONS), "corruption registry out of sync"
+_IN_PAPER_ORDER = {name: CORRUPTIONS[name] for name in ALL_CORRUPTIONS}

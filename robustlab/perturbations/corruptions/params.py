@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from robustlab.errors import ConfigError
+from robustlab.registry import resolve
 
 PARAM_SETS: tuple[str, ...] = ("cifar", "imagenet")
 
@@ -155,10 +156,8 @@ def param_set_for_size(height: int, width: int) -> str:
 def corruption_params(name: str, severity: int, params: str = "cifar") -> Any:
     """The reference parameter (number or tuple) of corruption ``name`` at ``severity`` 1..5."""
     table = TABLES[check_param_set(params)]
-    if name not in table:
-        raise ConfigError(f"unknown corruption {name!r}; valid choices: {', '.join(table)}")
-    check_severity(severity)
-    return table[name][int(severity) - 1]
+    values = resolve(table, name, group="corruption", imports=False, ordered=True)
+    return values[check_severity(severity) - 1]
 
 
 def check_severity(severity: int) -> int:

@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from robustlab.errors import ConfigError
 from robustlab.perturbations import imageops
 from robustlab.perturbations.corruptions.color import rgb_to_gray
 from robustlab.perturbations.corruptions.params import (
@@ -40,19 +39,6 @@ Core = Callable[..., Tensor]
 
 CORRUPTIONS: dict[str, Corruption] = {}
 GREY_MODES = ("direct", "rgb", "rgb_uint8")
-
-
-def check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] not in (1, 3):
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ConfigError(
-            f"corruptions take float images of shape (B, C, H, W) with C = 1 or 3, got {shape}"
-        )
-    if not images.is_floating_point():
-        raise ConfigError(
-            f"corruptions take float images in [0, 1], got dtype {images.dtype}; "
-            f"convert uint8 with robustlab.perturbations.imageops.from_uint8"
-        )
 
 
 def resolve_params(params: str | None, images: Tensor) -> str:
@@ -74,7 +60,7 @@ def register(name: str, *, grey: str) -> Callable[[Core], Corruption]:
             params: str | None = None,
             generator: RandomSource = None,
         ) -> Tensor:
-            check_images(images)
+            imageops.check_images(images, who="corruptions")
             check_severity(severity)
             table = resolve_params(params, images)
             c: Any = corruption_params(name, severity, table)

@@ -31,12 +31,9 @@ def load_corrupted_release(
     root: str | Path, name: str, severity: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images (uint8 N×H×W×C) and labels (int64 N) of ``name`` at ``severity`` 1..5."""
-    from robustlab.perturbations.corruptions.api import ALL_CORRUPTIONS
+    from robustlab.perturbations.corruptions.api import get_corruption
 
-    if name not in ALL_CORRUPTIONS:
-        raise ConfigError(
-            f"unknown corruption {name!r}; valid choices: {', '.join(ALL_CORRUPTIONS)}"
-        )
+    get_corruption(name)  # an unknown name: the one error listing the valid ones
     severity = check_severity(severity)
     root = Path(root)
     images = _load(root / f"{name}.npy")
