@@ -83,3 +83,56 @@ def test_init_from_copies_matching_weights(tmp_path):
     other = build_classifier("resnet8", num_classes=10, in_channels=1, mean=0.5, std=0.5)
     with pytest.raises(CheckpointError, match="none of its weights fit"):
         build_method("erm", other, init_from=run.checkpoint)
+
+
+def test_single_optimizer_parameters_are_the_trainable_ones_under_the_name_model():
+    method = build_method("erm", LinearClassifier(torch.ones(2, 3)), trainable="classifier")
+    groups = method.optimizer_parameters()
+    assert list(groups) == ["model"]
+    expected = [p for p in method.parameters() if p.requires_grad]
+    assert [id(p) for p in groups["model"]] == [id(p) for p in expected]
+
+
+def test_training_and_test_metrics_are_example_weighted_epoch_means_under_their_names():
+    """A real fit of one epoch with batches of 3 and 1 images (learning rate ~0, so the model
+    is the same for both): ``train/loss`` per step and per epoch, the epoch value the mean over
+    the 4 images (not over the 2 batches), ``train/acc`` over the images, ``test/*`` names."""
+    import pytorch_lightning as pl
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    weight = [[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]
+    x = torch.tensor([[0.2, 0.7], [0.9, 0.1], [0.5, 0.4], [0.0, 0.3]]).reshape(4, 1, 1, 2)
+    y = torch.tensor([1, 2, 0, 0])
+    logits = LinearClassifier(weight)(x)
+    per_image = F.cross_entropy(logits, y, reduction="none")
+    method = build_method(
+        "erm",
+        LinearClassifier(weight),
+        optimizer={"name": "sgd", "lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0},
+        scheduler={"name": "constant"},
+    )
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    loader = DataLoader(TensorDataset(x, y), batch_size=3)
+    trainer.fit(method, train_dataloaders=loader)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert logged["train/loss_epoch"] == pytest.approx(per_image.mean().item(), rel=1e-5)
+    assert per_image.mean().item() != pytest.approx(
+        (per_image[:3].mean() + per_image[3]).item() / 2, rel=1e-3
+    )  # the batch-mean of means would differ
+    assert logged["train/loss_step"] == pytest.approx(per_image[3].item(), rel=1e-5)
+    accuracy = (logits.argmax(1) == y).float().mean().item()
+    assert logged["train/acc"] == pytest.approx(accuracy) and 0 < accuracy < 1
+    assert "train/acc_step" not in logged and "train/acc_epoch" not in logged
+    (tested,) = trainer.test(method, dataloaders=loader, verbose=False)
+    assert tested["test/acc"] == pytest.approx(accuracy)
+    assert tested["test/loss"] == pytest.approx(per_image.mean().item(), rel=1e-5)
+    assert {"test/acc", "test/ece", "test/loss"} <= set(tested)

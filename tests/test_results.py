@@ -208,3 +208,104 @@ def test_json_safe_turns_scalar_tensors_and_booleans_into_numbers():
     big = torch.ones(2)
     assert json_safe({"t": big})["t"] is big  # not a scalar: left for the writer
     assert scalar_metrics({"flag": torch.tensor(True)}) == {"flag": 1}
+
+
+def test_provenance_lists_every_installed_package_and_the_commit_of_package_or_cwd(tmp_path):
+    import contextlib
+    import os
+    import platform
+    import subprocess
+    from importlib import metadata
+    from pathlib import Path
+
+    import robustlab.results as results_module
+    from robustlab.results import PACKAGES, _git_commit
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], cwd=repo, check=True)
+    repo_head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    record = provenance(0.0, cwd=repo)
+    # the package's own checkout wins; a copy outside git falls back to the working folder
+    package_dir = Path(results_module.__file__).resolve().parent
+    assert record["git_commit"] == (_git_commit([package_dir]) or repo_head)
+    installed = {}
+    for package in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            installed[package] = metadata.version(package)
+    assert {"robustlab", "torch"} <= set(installed)
+    assert record["versions"] == {"python": platform.python_version(), **installed}
+    if not torch.cuda.is_available():
+        cpu = platform.processor() or platform.machine()
+        assert record["device"] == f"cpu ({cpu}, {os.cpu_count()} cores)"
+
+
+def test_json_is_written_through_a_hidden_temporary_file_beside_the_target(tmp_path):
+    import os
+    from pathlib import Path
+
+    from robustlab.results import write_json_atomic
+
+    class FolderListing:
+        """Serialised through ``default=str``: lists the folder at the moment of writing."""
+
+        def __str__(self) -> str:
+            return ",".join(sorted(os.listdir(tmp_path / "out")))
+
+    path = tmp_path / "out" / "results.json"
+    payload = {"during": FolderListing(), "path": Path("/a/b"), "x": [1, 2.5]}
+    write_json_atomic(path, payload)
+    text = path.read_text()
+    written = json.loads(text)
+    # while writing, the only file in the (created) folder is ".results.json.<random>"
+    assert written["during"].startswith(".results.json.") and "," not in written["during"]
+    assert written["path"] == "/a/b"  # objects JSON cannot hold are written as str()
+    assert text == json.dumps(written, indent=2) + "\n"  # indented, one final newline
+    assert os.listdir(path.parent) == ["results.json"]
+
+
+def test_a_failed_json_write_leaves_no_file_and_keeps_the_old_one(tmp_path):
+    from robustlab.results import write_json_atomic
+
+    path = tmp_path / "results.json"
+    write_json_atomic(path, {"status": "ok"})
+    with pytest.raises(ValueError):  # strict JSON: NaN is refused, not written as NaN
+        write_json_atomic(path, {"value": float("nan")})
+    assert json.loads(path.read_text()) == {"status": "ok"}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # temp file removed
+
+
+def test_provenance_skips_missing_packages_rounds_wall_time_and_ignores_the_process_cwd(
+    tmp_path, monkeypatch
+):
+    import subprocess
+    from pathlib import Path
+
+    import robustlab.results as results_module
+    from robustlab.results import _git_commit
+
+    def repo(name: str) -> tuple[Path, str]:
+        path = tmp_path / name
+        path.mkdir()
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+        subprocess.run([*git, "init", "-q"], cwd=path, check=True)
+        subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", name], cwd=path, check=True)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        return path, head
+
+    (given, given_head), (process_cwd, _) = repo("given"), repo("elsewhere")
+    monkeypatch.chdir(process_cwd)  # the process's folder is never asked
+    package = _git_commit([Path(results_module.__file__).resolve().parent])
+    assert provenance(0.0)["git_commit"] == package
+    assert provenance(0.0, cwd=given)["git_commit"] == (package or given_head)
+    monkeypatch.setattr(results_module, "PACKAGES", ("robustlab", "no-such-dist-xyz", "torch"))
+    monkeypatch.setattr(results_module.time, "time", lambda: 1000.0 + 12.34567)
+    record = provenance(1000.0)
+    assert set(record["versions"]) == {"python", "robustlab", "torch"}
+    assert record["wall_time_s"] == 12.346 and record["world_size"] == 1

@@ -15,17 +15,19 @@ from robustlab.cli.train import train
 from robustlab.errors import ConfigError
 from robustlab.losses import kl_divergence, madry_loss, stability_kl, trades_loss
 from robustlab.methods import build_method
-from robustlab.methods.adversarial import eval_mode, trades_objective
+from robustlab.methods.adversarial import trades_objective
 from robustlab.methods.pretext import (
     Jigsaw,
     Rotation,
     build_pretexts,
     min_hamming_distance,
     permutation_set,
+    pretext_logits,
     rotate,
     shuffle_patches,
 )
 from robustlab.models import build_backbone
+from robustlab.models.base import eval_mode
 from robustlab.models.wrapper import ImageClassifier
 from robustlab.run.checkpoints import load_checkpoint, model_state
 from tests.helpers import QUICK, LinearClassifier, compose_train
@@ -658,3 +660,225 @@ def test_pretext_ensemble_averages_the_task_losses():
     out = method.training_loss(SSL_X, SSL_Y)
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert out.logs["ssl_loss"].item() == pytest.approx(0.5 * (rotation + jigsaw).mean().item())
+
+
+def _constant_rotation_head(method) -> None:
+    """The rotation head always predicts rotation 0 (zero weights, bias on class 0)."""
+    head = method.pretext_heads["rotation"]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0]))
+
+
+def test_selfsup_logs_the_pretext_accuracy_of_the_drawn_labels():
+    method = ssl_method(ssl_weight=0.5)
+    _constant_rotation_head(method)
+    torch.manual_seed(11)
+    labels = method.sample_pretext_labels(SSL_X)["rotation"]
+    torch.manual_seed(11)  # training_loss draws the same labels from the global stream
+    out = method.training_loss(SSL_X, SSL_Y)
+    expected = (labels.reshape(-1) == 0).float().mean().item()
+    assert 0 < expected < 0.5  # neither all right nor symmetric around 1/2
+    assert out.logs["ssl_acc_rotation"].item() == pytest.approx(expected)
+    # a head that does not predict one class: accuracy row by row over the B·4 views
+    method = ssl_method(ssl_weight=0.5)
+    task, head = method.tasks["rotation"], method.pretext_heads["rotation"]
+    labels = method.sample_pretext_labels(SSL_X)["rotation"]
+    views = pretext_logits(method.model, head, task, SSL_X, labels)
+    expected = (views.argmax(1) == labels.reshape(-1)).float().mean().item()
+    acc = method.ssl_loss(method.model, SSL_X, {"rotation": labels})[1]["rotation"]
+    assert acc.item() == pytest.approx(expected)
+
+
+def test_selfsup_pretext_labels_come_from_the_given_generator_only():
+    method = ssl_method(pretext_options={"rotation": {"views": "random"}})  # drawn labels
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = method.sample_pretext_labels(SSL_X, torch.Generator().manual_seed(4))["rotation"]
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(1)
+    again = method.sample_pretext_labels(SSL_X, torch.Generator().manual_seed(4))["rotation"]
+    assert torch.equal(first, again) and first.shape[0] == len(SSL_X)
+
+
+def test_selfsup_zero_weights_drop_their_terms_from_the_logs():
+    """ssl_weight=0: no pretext term at all; task_weight=0 (pre-training): no robust loss,
+    only the pretext terms (and the classifier's accuracy)."""
+    plain = ssl_method(ssl_weight=0.0).training_loss(SSL_X, SSL_Y)
+    assert set(plain.logs) == {"acc_adv"}
+    pretrain = ssl_method(task_weight=0.0, attack={"eps": 0}).training_loss(SSL_X, SSL_Y)
+    assert set(pretrain.logs) == {"ssl_loss", "ssl_acc_rotation"}
+    assert pretrain.loss.item() == pytest.approx(0.5 * pretrain.logs["ssl_loss"].item())
+
+
+def test_selfsup_validation_logs_pretext_accuracy_with_labels_seeded_by_the_batch():
+    method = ssl_method(pretext_options={"rotation": {"views": "random"}})  # drawn labels
+    _constant_rotation_head(method)
+    x = torch.rand(8, 1, 2, 2, generator=torch.Generator().manual_seed(5))
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    loader = DataLoader(TensorDataset(x, y), batch_size=5)  # batches of 5 and 3
+    trainer = pl.Trainer(
+        logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False
+    )
+    (logged,) = trainer.validate(method, dataloaders=loader, verbose=False)
+    task = method.tasks["rotation"]
+    accs = [
+        (task.sample_labels(n, x.device, torch.Generator().manual_seed(b)) == 0).float().mean()
+        for b, n in enumerate((5, 3))
+    ]
+    expected = (5 * accs[0] + 3 * accs[1]).item() / 8  # the mean over images, not batches
+    assert logged["val/ssl_acc"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_val_acc_pgd_is_not_logged_when_the_validation_attack_has_eps_0():
+    method = build_method("adversarial", small_model(), attack={"name": "fgsm", "eps": 0})
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(x, torch.tensor([0, 1, 2, 3])), batch_size=4)
+    trainer = pl.Trainer(
+        logger=False, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False
+    )
+    (logged,) = trainer.validate(method, dataloaders=loader, verbose=False)
+    assert "val/acc" in logged and "val/acc_pgd" not in logged
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ssl_weight": -1.0}, "method.ssl_weight must be >= 0, got -1.0"),
+        ({"task_weight": -0.5}, "method.task_weight must be >= 0, got -0.5"),
+        ({"attack_ssl_weight": -2}, "method.attack_ssl_weight must be >= 0, got -2"),
+        ({"ssl_inputs": "views"}, "method.ssl_inputs must be one of ['adversarial', "),
+        (
+            {"task_weight": 0.0, "ssl_weight": 0.0},
+            "method.task_weight and method.ssl_weight are both 0: nothing to train",
+        ),
+        (
+            {"task_weight": 0.0},
+            "SSL pre-training (method.task_weight=0) with method.attack.eps > 0 needs "
+            "method.attack_ssl_weight > 0 (the attack maximises the pretext loss), or set "
+            "method.attack.eps=0 for standard pre-training",
+        ),
+    ],
+)
+def test_selfsup_bad_weights_are_config_errors_naming_the_key(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        ssl_method(**kwargs)
+    assert str(err.value).startswith(message)
+
+
+def test_selfsup_default_ssl_weight_is_one_half():
+    default = ssl_method().training_loss(SSL_X, SSL_Y).loss
+    assert default.item() == pytest.approx(
+        ssl_method(ssl_weight=0.5).training_loss(SSL_X, SSL_Y).loss.item(), rel=1e-7
+    )
+    assert default.item() != pytest.approx(
+        ssl_method(ssl_weight=1.5).training_loss(SSL_X, SSL_Y).loss.item(), rel=1e-3
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attack": {"name": "cw"}}, "method.attack.name must be 'pgd' or 'fgsm' for training"),
+        (
+            {"attack": {"eps": 0.1, "targeted": True}},
+            "method.attack.targeted must be false: a targeted attack towards the true label "
+            "makes examples easier, not harder",
+        ),
+        ({"trades_beta": -0.5}, "method.trades_beta must be >= 0, got -0.5"),
+        ({"val_attack_batches": -1}, "method.val_attack_batches must be an integer >= 0, got -1"),
+        ({"val_attack_batches": 1.5}, "method.val_attack_batches must be an integer >= 0"),
+        (
+            {"loss": "trades", "attack": {"name": "fgsm", "eps": 1.0}},
+            "method.loss=trades needs method.attack.name=pgd with random_start=true: the KL "
+            "term and its gradient are 0 at the clean image, so an attack started there "
+            "never moves",
+        ),
+    ],
+)
+def test_adversarial_config_errors_name_the_key_and_the_fix(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        build_method("adversarial", margin_model(), **kwargs)
+    assert str(err.value).startswith(message)
+
+
+def test_adversarial_boundary_values_are_accepted():
+    for beta in (0.0, 0.5):  # β = 0 is plain CE on clean images
+        build_method("adversarial", margin_model(), loss="trades", trades_beta=beta)
+    # TRADES with ε = 0 needs no random start (standard training)
+    build_method("adversarial", margin_model(), loss="trades", attack={"name": "fgsm", "eps": 0})
+    build_method("adversarial", margin_model(), val_attack_batches=0)
+
+
+def test_trades_default_beta_is_six():
+    attack = {"eps": 0.2, "steps": 2, "step_size": 0.1}
+
+    def loss(**kwargs):
+        method = build_method("adversarial", margin_model(), loss="trades", attack=attack, **kwargs)
+        torch.manual_seed(3)
+        return method.training_loss(X_HALF, Y0)
+
+    default, six = loss(), loss(trades_beta=6.0)
+    assert default.loss.item() == pytest.approx(six.loss.item(), rel=1e-7)
+    assert default.logs["kl"].item() > 1e-4  # β really weighs something here
+
+
+def test_val_attack_batches_defaults_to_the_first_batch():
+    def model():
+        return LinearClassifier([[10.0, 0.0], [-10.0, 0.0]], bias=[-5.0, 5.0])
+
+    x = torch.tensor([0.55, 0.45, 0.9, 0.1]).reshape(4, 1, 1, 1).repeat(1, 1, 1, 2)
+    y = torch.tensor([0, 1, 0, 1])
+    attack = {"eps": 0.1, "steps": 5, "step_size": 0.05}
+    # only batch 0 (0.05 from the boundary, broken) is attacked: 0.5 if batch 1 counted too
+    assert (
+        _validate(build_method("adversarial", model(), attack=attack), x, y)["val/acc_pgd"] == 0.0
+    )
+
+
+def test_robust_loss_reports_clean_logits_and_the_trained_inputs():
+    x = torch.tensor([[[[0.5, 0.5]]], [[[0.3, 0.9]]]])
+    y = torch.tensor([0, 1])
+    trades = build_method(
+        "adversarial", margin_model(), loss="trades", attack={"eps": 0.1, "steps": 2}
+    )
+    torch.manual_seed(0)
+    out = trades.training_loss(x, y)
+    clean = margin_model()(x)
+    torch.testing.assert_close(out.logits, clean)  # train/acc: clean accuracy
+    assert out.inputs is x  # TRADES regularises f(x)
+    torch.testing.assert_close(out.input_logits, clean)
+    assert set(out.logs) == {"acc_adv", "ce", "kl"}
+    smoothed = build_method(
+        "adversarial",
+        margin_model(),
+        loss="trades",
+        attack={"eps": 0.1, "steps": 2},
+        label_smoothing=0.2,
+    )
+    torch.manual_seed(0)
+    ce = F.cross_entropy(clean, y, label_smoothing=0.2).item()
+    assert smoothed.training_loss(x, y).logs["ce"].item() == pytest.approx(ce, rel=1e-6)
+    standard = build_method("adversarial", margin_model(), attack={"name": "fgsm", "eps": 0})
+    out = standard.training_loss(x, y)
+    assert out.inputs is x  # ε = 0: the batch itself, no attack call
+    torch.testing.assert_close(out.logits, clean)
+    torch.testing.assert_close(out.input_logits, clean)
+    assert out.logs["acc_adv"].item() == pytest.approx((clean.argmax(1) == y).float().mean().item())
+
+
+def test_trades_clean_logits_for_the_attack_follow_attack_in_eval_mode():
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for in_eval in (True, False):
+        method = build_method(
+            "adversarial", small_model(), loss="trades", attack_in_eval_mode=in_eval
+        )
+        method.train()
+        got = method.clean_logits_for_attack(x)
+        method.model.train(not in_eval)
+        with torch.no_grad():
+            expected = method.model(x)
+        torch.testing.assert_close(got, expected)
+    # BatchNorm makes the two modes differ on this batch
+    with torch.no_grad():
+        assert not torch.allclose(method.model.train()(x), method.model.eval()(x))

@@ -556,3 +556,66 @@ def test_ranking_accuracy_constructed_cases():
 def test_pair_suites_reject_unknown_distortions():
     with pytest.raises(ConfigError, match="valid|names from"):
         NearDuplicateSuite(None, distortions={"fog": [1]})
+
+
+def test_embedding_batch_without_triplets_has_a_zero_ranking_term():
+    """Labels with no repeated class give no (anchor, positive) pair: the ranking term is 0
+    (not the NaN mean of an empty batch) and the loss is task + α · stability."""
+    x, y = EMB_X, torch.tensor([0, 1, 2])
+    method = _linear(task="embedding", sigma=0.2, alpha=1.0, embedding_dim=None)
+    torch.manual_seed(3)
+    out = method.training_loss(x, y)
+    torch.manual_seed(3)
+    x_perturbed = x + 0.2 * torch.randn_like(x)
+    e, e_p = F.normalize(x.flatten(1), dim=1), F.normalize(x_perturbed.flatten(1), dim=1)
+    task = F.cross_entropy(method.model(x), y)
+    stab = (e - e_p).norm(dim=1).mean()
+    assert out.logs["triplet_loss"].item() == 0.0
+    assert out.loss.item() == pytest.approx((task + stab).item(), rel=1e-5)
+    assert set(out.logs) == {"task_loss", "triplet_loss", "stab_loss"}
+    assert out.logs["task_loss"].item() == pytest.approx(task.item(), rel=1e-6)
+    torch.testing.assert_close(out.logits, method.model(x))  # train/acc: the clean logits
+
+
+def test_classification_stability_logs_task_and_stability_terms_and_clean_logits():
+    out = _linear(alpha=1.0).training_loss(LIN_X, LIN_Y)
+    logits = _linear().model(LIN_X)
+    assert set(out.logs) == {"task_loss", "stab_loss"}
+    assert out.logs["task_loss"].item() == pytest.approx(F.cross_entropy(logits, LIN_Y).item())
+    torch.testing.assert_close(out.logits, logits)
+
+
+def test_perturbation_draws_from_the_given_generator_only():
+    method = _linear(sigma=0.2)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = method.perturb(LIN_X, torch.Generator().manual_seed(2))
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.manual_seed(1)
+    assert torch.equal(first, method.perturb(LIN_X, torch.Generator().manual_seed(2)))
+    assert not torch.equal(first, LIN_X)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"margin": -0.1}, "method.margin must be >= 0, got -0.1"),
+        ({"triplet_weight": -1.0}, "method.triplet_weight must be >= 0, got -1.0"),
+        ({"embedding_dim": 0}, "method.embedding_dim must be a positive integer or null, got 0"),
+        ({"embedding_dim": 2.5}, "method.embedding_dim must be a positive integer or null"),
+        (
+            {"terms": {"stability": {"alpha": 0.1}}},
+            "method=stability already has the stability term: set method.alpha / method.sigma "
+            "instead of method.terms.stability",
+        ),
+    ],
+)
+def test_stability_config_errors_name_the_key(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        _linear(**kwargs)
+    assert str(err.value).startswith(message)
+
+
+def test_stability_boundary_values_are_accepted():
+    assert _linear(margin=0.0).margin == 0.0
+    assert _linear(task="embedding", embedding_dim=1).embedding_head.out_features == 1

@@ -97,10 +97,10 @@ def build_callbacks(
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise ConfigError(f"callbacks has unknown key(s) {unknown}; valid keys: {sorted(known)}")
-    ckpt = dict(cfg["checkpoint"])
+    ckpt = {"mode": "max", **cfg["checkpoint"]}  # val/acc: higher is better
     check(
-        ckpt.get("mode", "max") in ("min", "max"),
-        f"callbacks.checkpoint.mode must be min or max, got {ckpt.get('mode')!r}",
+        ckpt["mode"] in ("min", "max"),
+        f"callbacks.checkpoint.mode must be min or max, got {ckpt['mode']!r}",
     )
     if not has_validation:
         ckpt.update(monitor=None, save_top_k=1)
