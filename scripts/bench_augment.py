@@ -20,9 +20,8 @@ import statistics
 import time
 
 import torch
+from _bench import cifar10_or_synthetic, sync  # scripts/_bench.py
 
-from robustlab.data import build_datamodule
-from robustlab.errors import DataNotFoundError
 from robustlab.perturbations.imageops import from_uint8
 
 AUGMENT = {"crop_padding": 4, "flip": True}
@@ -36,22 +35,7 @@ def make_datamodule(device_augment: bool, num_workers: int, batch_size: int):
         num_workers=num_workers,
         drop_last=True,
     )
-    root = os.environ.get("ROBUSTLAB_DATA")
-    if root:
-        try:
-            dm = build_datamodule("cifar10", root=root, **common)
-            dm.setup("fit")
-            return dm
-        except DataNotFoundError:
-            pass
-    dm = build_datamodule("synthetic", n_train=50000, n_test=10, image_size=32, **common)
-    dm.setup("fit")
-    return dm
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return cifar10_or_synthetic(50000, **common)
 
 
 def time_batches(dm, device: torch.device, batches: int, epoch: int) -> float:

@@ -594,3 +594,101 @@ def test_datamodule_pickles_after_setup():
     dm.setup("fit")
     clone = pickle.loads(pickle.dumps(dm))
     assert torch.equal(clone.train_index, dm.train_index) and clone.mean == dm.mean
+
+
+# ---------------------------------------------------------------- Tiny-ImageNet
+TINY_WNIDS = ["n03", "n01", "n02"]  # wnids.txt order; class indices follow the sorted ids
+TINY_COLOURS = {"n01": (200, 30, 30), "n02": (30, 200, 30), "n03": (30, 30, 200)}
+
+
+def write_tiny_imagenet(root: Path) -> list[tuple[str, str]]:
+    """A small fake in the official tiny-imagenet-200 layout: solid-colour 64 px JPEGs (colour
+    = class), a flat val/images with val_annotations.txt; returns the annotations."""
+    from PIL import Image
+
+    base = root / "tiny-imagenet-200"
+    (base / "val" / "images").mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    for wnid in TINY_WNIDS:
+        folder = base / "train" / wnid / "images"
+        folder.mkdir(parents=True)
+        (base / "train" / wnid / f"{wnid}_boxes.txt").write_text("ignored\n")
+        for i in range(4):
+            Image.new("RGB", (64, 64), TINY_COLOURS[wnid]).save(folder / f"{wnid}_{i}.JPEG")
+    annotations = [(f"val_{i}.JPEG", ["n02", "n03", "n01", "n02", "n01"][i]) for i in range(5)]
+    for name, wnid in annotations:
+        Image.new("RGB", (64, 64), TINY_COLOURS[wnid]).save(base / "val" / "images" / name)
+    lines = [f"{name}\t{wnid}\t0\t0\t63\t63" for name, wnid in annotations]
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    return annotations
+
+
+def _colour_class(image: torch.Tensor) -> int:
+    """Index (sorted wnids) of the class whose colour a decoded solid image has."""
+    mean = image.mean((1, 2)) * 255
+    distances = [
+        float((mean - torch.tensor(TINY_COLOURS[w], dtype=torch.float32)).abs().max())
+        for w in sorted(TINY_WNIDS)
+    ]
+    return int(np.argmin(distances))
+
+
+def test_tiny_imagenet_sorts_val_by_its_annotations_file(tmp_path):
+    from tests.helpers import compose_train
+
+    annotations = write_tiny_imagenet(tmp_path)
+    cfg = compose_train("data=tiny_imagenet", f"data.root={tmp_path}", "data.num_workers=0")
+    kwargs = {k: v for k, v in cfg.data.items() if k != "name"}
+    assert kwargs["augment"] == {"crop_padding": 8, "flip": True}  # padding 8 at 64 px
+    dm = build_datamodule("tiny_imagenet", **{**kwargs, "val_fraction": 0.0, "batch_size": 4})
+    dm.setup("fit")
+    assert dm.class_names == ["n01", "n02", "n03"] and dm.num_classes == 3
+    assert dm.image_size == (64, 64) and not dm.is_tensor_resident
+    assert "val_annotations.txt" in dm.description
+    test = dm.test_dataset()
+    assert len(test) == 5
+    wanted = [dm.class_names.index(wnid) for _, wnid in annotations]
+    assert [int(test[i][1]) for i in range(5)] == wanted  # the annotated classes, file order
+    assert [_colour_class(test[i][0]) for i in range(5)] == wanted  # ... of the right images
+    train_labels = dm._ensure_loaded().train.labels
+    assert torch.bincount(train_labels).tolist() == [4, 4, 4]
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 64, 64)
+    # a val/ already sorted into class folders (what preparation scripts leave) reads the same
+    val = tmp_path / "tiny-imagenet-200" / "val"
+    for name, wnid in annotations:
+        (val / wnid / "images").mkdir(parents=True, exist_ok=True)
+        (val / "images" / name).rename(val / wnid / "images" / name)
+    (val / "images").rmdir()
+    sorted_dm = build_datamodule("tiny_imagenet", root=tmp_path, val_fraction=0.0)
+    labels = sorted(int(sorted_dm.test_dataset()[i][1]) for i in range(5))
+    assert labels == sorted(wanted) and "class folders" in sorted_dm.description
+
+
+def test_tiny_imagenet_missing_files_and_download(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tv_utils
+
+    with pytest.raises(DataNotFoundError) as error:
+        build_datamodule("tiny_imagenet", root=tmp_path).setup("fit")
+    message = str(error.value)
+    assert "tiny-imagenet-200/val/val_annotations.txt" in message
+    assert "tiny-imagenet-200/train/<wnid>/images" in message and "data.download=true" in message
+    fetched = []
+
+    def fake_download(url, download_root, md5=None, **kwargs):
+        fetched.append((url, md5))
+        write_tiny_imagenet(Path(download_root))
+
+    monkeypatch.setattr(tv_utils, "download_and_extract_archive", fake_download)
+    dm = build_datamodule("tiny_imagenet", root=tmp_path / "fresh", download=True)
+    dm.prepare_data()
+    assert fetched == [
+        ("http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de")
+    ]
+    dm.setup("fit")
+    assert dm.num_classes == 3
+    dm.prepare_data()  # already there: no second download
+    assert len(fetched) == 1
+    (tmp_path / "fresh" / "tiny-imagenet-200" / "wnids.txt").write_text("n01\nn02\nn09\n")
+    with pytest.raises(DataNotFoundError, match="wnids.txt lists 3 classes"):
+        build_datamodule("tiny_imagenet", root=tmp_path / "fresh").setup("fit")

@@ -63,7 +63,9 @@ def test_registry_holds_the_zoo() -> None:
         "wrn_40_2",
         "vgg8",
         "vgg13",
+        "mobilenetv1",
         "mobilenetv2",
+        "shufflenetv1",
         "shufflenetv2",
     }
     assert expected <= set(MODELS)
@@ -99,6 +101,8 @@ def test_interface_at_32px(name: str) -> None:
         "preact_resnet18",
         "vgg8",
         "mobilenetv2_half",
+        "shufflenetv1",
+        "mobilenetv1",
         "shufflenetv2",
     ],
 )
@@ -144,10 +148,45 @@ def test_cifar_resnet_counts_match_he_et_al(name: str, expected: int) -> None:
         ("resnet8x4", 100, 1.23e6),  # CRD (Tian et al., 2020) CIFAR-100 models
         ("resnet32x4", 100, 7.43e6),
         ("preact_resnet18", 10, 11.17e6),
+        ("shufflenetv1", 100, 0.95e6),  # CRD/mdistiller "ShuffleV1" (g = 3) at CIFAR-100
     ],
 )
 def test_published_parameter_counts(name: str, num_classes: int, published: float) -> None:
     assert _num_params(name, num_classes) == pytest.approx(published, rel=0.03)
+
+
+def test_mobilenetv1_imagenet_count_and_cifar_stride() -> None:
+    """Howard et al. (2017), Table 8: MobileNet-224 1.0 has 4.2M parameters; with the stride-2
+    stem 224 px reach a 7 x 7 map, with the CIFAR stride-1 stem 32 px a 2 x 2 map."""
+    assert _num_params("mobilenetv1", 1000, stem_stride=2) == pytest.approx(4.2e6, rel=0.01)
+    assert _num_params("mobilenetv1", 1000, stem_stride=1) == _num_params(
+        "mobilenetv1", 1000, stem_stride=2
+    )
+    half = _num_params("mobilenetv1", 1000, width_mult=0.5, stem_stride=2)
+    assert half == pytest.approx(1.3e6, rel=0.03)  # Table 6: 0.50 MobileNet-224, 1.3M
+    model = _build("mobilenetv1", 10, 3).eval()
+    with torch.no_grad():
+        assert model.layers(model.stem(torch.rand(1, 3, 32, 32))).shape == (1, 1024, 2, 2)
+
+
+def test_shufflenetv1_units_grouped_convolutions_and_concat_shortcut() -> None:
+    """Stage widths 240/480/960 (g = 3, Zhang et al. Table 1), 4/8/4 units, and the first unit
+    of stage 3 (240 -> 480, stride 2) counted by hand: reduce 240 -> 60 in 3 groups (4800),
+    depthwise 3x3 (540), expand 60 -> 240 in 3 groups (4800), BN 2 x (60 + 60 + 240)."""
+    model = _build("shufflenetv1", 100, 3).eval()
+    assert [len(model.layer1), len(model.layer2), len(model.layer3)] == [4, 8, 4]
+    unit = model.layer2[0]
+    assert sum(p.numel() for p in unit.parameters()) == 4800 + 540 + 4800 + 2 * (60 + 60 + 240)
+    x = torch.rand(1, 240, 8, 8)
+    with torch.no_grad():
+        out = unit(x)
+        pooled = torch.nn.functional.avg_pool2d(x, 3, 2, 1)
+    assert out.shape == (1, 480, 4, 4)
+    assert torch.equal(out[:, 240:], torch.relu(pooled))  # the shortcut half is the pooled input
+    assert model.layer1[0].first_groups == 1 and model.layer1[1].first_groups == 3
+    assert model.feature_dim == 960
+    with pytest.raises(ConfigError, match="groups must be one of"):
+        build_backbone("shufflenetv1", 10, 3, groups=4)
 
 
 def test_wrn_28_10_exact_count_and_width() -> None:

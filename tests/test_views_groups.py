@@ -16,9 +16,18 @@ from torch import Tensor
 
 from robustlab.cli.train import train
 from robustlab.data import build_datamodule
+from robustlab.data import randaugment as ra
 from robustlab.data.augment import crop_at
 from robustlab.data.groups import GroupBatchSampler
-from robustlab.data.views import VIEW_RECIPES, crop_padding_for, register_view
+from robustlab.data.views import (
+    STRONG_UNIFORMS,
+    VIEW_RECIPES,
+    crop_padding_for,
+    register_view,
+    row_uniforms,
+    strong,
+    weak,
+)
 from robustlab.errors import ConfigError
 from robustlab.methods import ERM
 from robustlab.methods.erm import TrainingOutput
@@ -91,12 +100,199 @@ def test_registered_recipe_is_used_and_validation_names_the_closest():
         assert torch.equal(views["test_negative"], 1 - random_images().float() / 255)
     finally:
         del VIEW_RECIPES["test_negative"]
-    with pytest.raises(ConfigError, match=r"unknown view 'wek' \(did you mean 'weak'\?\)"):
+    with pytest.raises(ConfigError, match=r"unknown data.views 'wek' \(did you mean 'weak'\?\)"):
         synthetic(views=["wek"])
     with pytest.raises(ConfigError, match="twice"):
         synthetic(views=["weak", "weak"])
     with pytest.raises(ConfigError, match="device_augment"):
         synthetic(views=["weak"], device_augment=False)
+
+
+# ---------------------------------------------------------------- strong view: RandAugment, Cutout
+def pil_image(seed: int = 0, size: tuple[int, int] = (24, 32)):
+    """A random RGB PIL image (H, W) = ``size`` and the same pixels as a float batch of one."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    return Image.fromarray(pixels), torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255
+
+
+def levels(images: Tensor) -> Tensor:
+    """Float [0, 1] images as int 8-bit levels (PIL's rounding)."""
+    return (images * 255 + 0.5).floor().to(torch.int64)
+
+
+def pil_levels(image) -> Tensor:
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)[None].to(torch.int64)
+
+
+def one(value: float) -> Tensor:
+    return torch.tensor([value])
+
+
+def test_each_randaugment_op_agrees_with_pil_as_the_reference_applies_it():
+    """The reference (CRLD) applies the pool with PIL to 8-bit images: the level ops and the
+    geometric ops match PIL exactly, the blends to within PIL's integer rounding (one level)."""
+    from PIL import Image, ImageEnhance, ImageOps
+
+    image, x = pil_image()
+    exact = {
+        "solarize": (128.5, ImageOps.solarize(image, 128.5)),
+        "posterize": (4.7, ImageOps.posterize(image, 4)),  # floor(4.7) bits
+        "equalize": (0.3, ImageOps.equalize(image)),
+        "auto_contrast": (0.3, ImageOps.autocontrast(image)),
+        "identity": (0.3, image),
+    }
+    w, h = image.size
+    for v in (0.23, -0.17):  # PIL maps output (x, y) to input via the affine coefficients
+        exact[f"shear_x {v}"] = (v, image.transform(image.size, Image.AFFINE, (1, v, 0, 0, 1, 0)))
+        exact[f"shear_y {v}"] = (v, image.transform(image.size, Image.AFFINE, (1, 0, 0, v, 1, 0)))
+        exact[f"translate_x {v}"] = (
+            v,
+            image.transform((w, h), Image.AFFINE, (1, 0, v * w, 0, 1, 0)),
+        )
+        exact[f"translate_y {v}"] = (
+            v,
+            image.transform((w, h), Image.AFFINE, (1, 0, 0, 0, 1, v * h)),
+        )
+    for key, (magnitude, expected) in exact.items():
+        op = getattr(ra, key.split()[0])
+        assert torch.equal(levels(op(x, one(magnitude))), pil_levels(expected)), key
+    square, xs = pil_image(1, (24, 24))
+    for degrees in (90.0, 17.3, -25.0):  # counter-clockwise about the centre, black fill
+        assert torch.equal(levels(ra.rotate(xs, one(degrees))), pil_levels(square.rotate(degrees)))
+    enhancers = {
+        "brightness": ImageEnhance.Brightness,
+        "color": ImageEnhance.Color,
+        "contrast": ImageEnhance.Contrast,
+        "sharpness": ImageEnhance.Sharpness,
+    }
+    for name, enhancer in enhancers.items():
+        for factor in (0.05, 0.4, 0.95):
+            ours = levels(getattr(ra, name)(x, one(factor)))
+            diff = (ours - pil_levels(enhancer(image).enhance(factor))).abs().max()
+            assert diff <= 1, (name, factor)
+
+
+def test_randaugment_ops_keep_the_properties_that_define_them():
+    _, x = pil_image(2)
+    # Solarize inverts exactly the pixels at or above the threshold and keeps the others.
+    above = levels(x) >= 100
+    out = ra.solarize(x, one(99.5))
+    assert torch.equal(out[above], 1 - x[above]) and torch.equal(out[~above], x[~above])
+    # Posterize keeps the top bits: 5 bits => multiples of 8, each level's own top bits.
+    kept = levels(ra.posterize(x, one(5.9)))
+    assert torch.equal(kept, levels(x) & 0b11111000) and (kept % 8 == 0).all()
+    # Equalize spreads 16 equally frequent levels evenly over [0, 255]: a flat histogram.
+    crowded = (100 + torch.arange(16).repeat_interleave(256)).view(1, 1, 64, 64).float() / 255
+    spread = levels(ra.equalize(crowded, one(0))).unique()
+    assert len(spread) == 16 and spread[0] == 0 and spread[-1] >= 239
+    # equal counts => equal spacing: level j -> (step // 2 + 256 j) // step, step = 3840 // 255
+    assert spread.tolist() == [min(255, (7 + 256 * j) // 15) for j in range(16)]
+    assert set(spread.diff().tolist()) <= {16, 17, 18}
+    # Identity is the identity; AutoContrast maps each channel's min to 0 and max to 1.
+    assert torch.equal(ra.identity(x, one(0.7)), x)
+    stretched = ra.auto_contrast(x * 0.5 + 0.2, one(0))
+    assert torch.allclose(stretched.amin((2, 3)), torch.zeros(1, 3), atol=1e-6)
+    assert torch.allclose(stretched.amax((2, 3)), torch.ones(1, 3), atol=1e-6)
+    # Brightness scales, Color at 0 is grey, Contrast keeps the mean luma and scales deviations.
+    assert torch.allclose(ra.brightness(x, one(0.3)), 0.3 * x)
+    grey = ra.color(x, one(0.0))
+    assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
+    low = ra.contrast(x, one(0.25))
+    assert torch.allclose(ra.luma(low).mean(), ra.luma(x).mean(), atol=1e-6)
+    assert torch.allclose(
+        low - low.mean((2, 3), keepdim=True), 0.25 * (x - x.mean((2, 3), keepdim=True)), atol=1e-5
+    )
+    # Sharpness 0 is the smoothing filter: interior = (3x3 sum + 4 centre) / 13, border kept.
+    soft = ra.sharpness(x, one(0.0))
+    by_hand = (x[0, :, 4:7, 9:12].sum((1, 2)) + 4 * x[0, :, 5, 10]) / 13
+    assert torch.allclose(soft[0, :, 5, 10], by_hand) and torch.equal(soft[..., 0, :], x[..., 0, :])
+    assert torch.allclose(ra.sharpness(x, one(1.0)), x, atol=1e-6)
+    # Translation moves content by floor(f W + 1/2) pixels and fills black.
+    moved = ra.translate_x(x, one(0.1))  # 3.2 -> 3 pixels left
+    assert torch.equal(moved[..., :-3], x[..., 3:]) and (moved[..., -3:] == 0).all()
+
+
+def test_randaugment_maps_uniforms_to_op_and_magnitude_per_row():
+    """Op j of row i is OPS[floor(14 u)] at low + (high - low) u': two rows, two recipes."""
+    _, x = pil_image(3)
+    batch = torch.cat([x, x.flip(3)])
+    solarize, posterize, rotate = (
+        ra.OP_NAMES.index("solarize"),
+        ra.OP_NAMES.index("posterize"),
+        ra.OP_NAMES.index("rotate"),
+    )
+    uniforms = torch.tensor(
+        [
+            [(solarize + 0.5) / 14, 0.5, (posterize + 0.2) / 14, 0.0],  # solarize 128, 4 bits
+            [(rotate + 0.9) / 14, 1.0, (solarize + 0.1) / 14, 0.25],  # rotate 30, solarize 64
+        ]
+    )
+    out = ra.rand_augment(batch, uniforms)
+    assert torch.equal(out[0], ra.posterize(ra.solarize(x, one(128.0)), one(4.0))[0])
+    expected = ra.solarize(ra.rotate(batch[1:], one(30.0)), one(64.0))[0]
+    assert torch.equal(out[1], expected)
+    assert len(ra.OPS) == 14 and len(set(ra.OP_NAMES)) == 14
+    every = torch.arange(14)
+    assert torch.equal(
+        ra.magnitudes(every, torch.zeros(14)),
+        torch.tensor([o.low for o in ra.OPS], dtype=torch.float64),
+    )
+    assert torch.allclose(
+        ra.magnitudes(every, torch.ones(14)),
+        torch.tensor([o.high for o in ra.OPS], dtype=torch.float64),
+    )
+
+
+def test_cutout_fills_exactly_one_square_with_the_fill_colour():
+    x = torch.rand(4, 3, 32, 32) * 0.4  # no pixel can equal the fill colour
+    uniforms = torch.tensor(
+        [[0.5, 0.5, 0.5], [1.0, 0.5, 0.25], [0.0, 0.3, 0.3], [0.999, 0.99, 0.01]]
+    )  # side round(16 u0), centre (32 u1, 32 u2), corner max(0, floor(centre - side / 2))
+    out = ra.random_cutout(x, uniforms)
+    fill = torch.tensor(ra.CUTOUT_FILL).view(3, 1, 1)
+    expected = [(8, 12, 12), (16, 0, 8), (0, 0, 0), (16, 0, 23)]  # (side, top, left)
+    for row, (side, top, left) in enumerate(expected):
+        filled = (out[row] == fill).all(0)
+        assert torch.equal(out[row][:, ~filled], x[row][:, ~filled])  # the rest untouched
+        if side == 0:
+            assert not filled.any()
+            continue
+        rows, cols = filled.nonzero(as_tuple=True)
+        height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        assert filled.sum() == height * width, "the filled pixels form one rectangle"
+        assert (int(rows.min()), int(cols.min())) == (top, left)
+        assert height == side and width == min(side, 32 - left)  # cut at the right edge
+    grey = ra.random_cutout(torch.zeros(1, 1, 8, 8), torch.tensor([[1.0, 0.5, 0.5]]))
+    assert torch.allclose(grey.max(), (torch.tensor(ra.CUTOUT_FILL) * torch.tensor(ra.LUMA)).sum())
+
+
+def test_strong_view_is_per_example_independent_of_batch_size_and_seeded():
+    x = random_images(n=12).float() / 255
+
+    def draw(images, seed=0):
+        return strong(images, torch.Generator().manual_seed(seed))
+
+    full = draw(x)
+    assert full.shape == x.shape and float(full.min()) >= 0 and float(full.max()) <= 1
+    assert torch.equal(draw(x[:5]), full[:5]), "a row's view depends on the batch size"
+    weak_full = weak(x, torch.Generator().manual_seed(0))
+    assert torch.equal(weak(x[:5], torch.Generator().manual_seed(0)), weak_full[:5])
+    changed = x.clone()
+    changed[1:] = random_images(n=12, seed=7)[1:].float() / 255
+    assert torch.equal(draw(changed)[0], full[0]), "a row's view depends on the other images"
+    assert torch.equal(draw(x), full)  # seeded
+    assert not torch.equal(draw(x, seed=1), full)  # two draws differ ...
+    assert all(
+        not torch.equal(a, b) for a, b in zip(draw(x, seed=1), full, strict=True)
+    )  # ... per row
+    same = x[:1].expand(12, -1, -1, -1)
+    assert len({tuple(v.flatten().tolist()) for v in draw(same)}) == 12  # per-row draws
+    big = row_uniforms(300, STRONG_UNIFORMS, torch.Generator().manual_seed(0))
+    assert torch.equal(big[:5], row_uniforms(5, STRONG_UNIFORMS, torch.Generator().manual_seed(0)))
+    mnist_like = strong(torch.rand(3, 1, 28, 28), torch.Generator().manual_seed(0))
+    assert mnist_like.shape == (3, 1, 28, 28)
 
 
 class Recorder(pl.LightningModule):

@@ -25,6 +25,7 @@ from robustlab.data.sampler import ShardedBatchSampler
 from robustlab.data.stl10 import STL10DataModule
 from robustlab.data.svhn import SVHNDataModule
 from robustlab.data.synthetic import SyntheticDataModule
+from robustlab.data.tiny_imagenet import TinyImageNetDataModule
 from robustlab.data.views import VIEW_RECIPES, register_view
 from robustlab.registry import construct, resolve
 
@@ -43,6 +44,7 @@ DATASETS: dict[str, type[ImageDataModule]] = {
         NpzDataModule,
         ImageFolderDataModule,
         ImageNetDataModule,
+        TinyImageNetDataModule,
         SyntheticDataModule,
     )
 }

@@ -5,6 +5,17 @@ compose them. :mod:`.divergence` holds the one KL between predictions that the o
 """
 
 from robustlab.losses.adversarial import madry_loss, trades_loss
+from robustlab.losses.distillation import (
+    confidence_mask,
+    crld_loss,
+    cross_view_consistency,
+    dkd_loss,
+    dkd_parts,
+    dkd_per_sample,
+    dkd_warmup,
+    kd_loss,
+    kd_per_sample,
+)
 from robustlab.losses.divergence import kl_divergence
 from robustlab.losses.stability import (
     embedding_stability,
@@ -14,7 +25,16 @@ from robustlab.losses.stability import (
 )
 
 __all__ = [
+    "confidence_mask",
+    "crld_loss",
+    "cross_view_consistency",
+    "dkd_loss",
+    "dkd_parts",
+    "dkd_per_sample",
+    "dkd_warmup",
     "embedding_stability",
+    "kd_loss",
+    "kd_per_sample",
     "kl_divergence",
     "madry_loss",
     "random_triplets",

@@ -16,6 +16,7 @@ from torch import nn
 
 from robustlab.errors import check
 from robustlab.methods.adversarial import AdversarialTraining
+from robustlab.methods.distillation import CRLD, DecoupledKD, KnowledgeDistillation
 from robustlab.methods.erm import ERM, TrainingOutput
 from robustlab.methods.generator_stage import GeneratorStage
 from robustlab.methods.selfsup import SelfSupervised
@@ -27,6 +28,9 @@ METHODS: dict[str, type] = {
     "adversarial": AdversarialTraining,
     "selfsup": SelfSupervised,
     "stability": StabilityTraining,
+    "kd": KnowledgeDistillation,
+    "dkd": DecoupledKD,
+    "crld": CRLD,
 }
 
 

@@ -15,6 +15,7 @@ A term has ``weight`` (its w), ``log_name`` (logged unweighted as ``train/<log_n
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -22,14 +23,33 @@ from torch import Tensor, nn
 
 from robustlab.errors import check
 from robustlab.losses import stability_kl
+from robustlab.methods.consistency import AdversarialTerm
 from robustlab.perturbations import imageops
 from robustlab.perturbations.distortions import DEFAULT_LEVELS, DISTORTIONS, random_distortion
-from robustlab.registry import accepted_keywords, construct, resolve
+from robustlab.registry import accepted_keywords, check_known, construct, resolve
 
 #: ``gaussian``: x + N(0, σ²) (the paper's training noise); a distortion name: that
 #: distortion at a level drawn per example from ``levels``; ``mix``: a random distortion of
 #: ``mix`` per example.
 PERTURBATIONS = ("gaussian", *sorted(DISTORTIONS), "mix")
+
+
+@dataclass(frozen=True)
+class StabilityDefaults:
+    """The stability options' defaults, written once for :class:`StabilityTerm`
+    (``method.terms.stability``) and :class:`~robustlab.methods.stability.StabilityTraining`
+    (``method=stability``); α and σ are open in the paper (reimplementations' values)."""
+
+    alpha: float = 0.01
+    sigma: float = 0.04
+    perturbation: str = "gaussian"
+    levels: Mapping[str, Sequence[float]] | None = None
+    mix: Sequence[str] = ("gaussian_noise", "jpeg", "thumbnail", "crop")
+    clip: bool = False
+    detach_clean: bool = True
+
+
+STABILITY = StabilityDefaults()
 
 
 @runtime_checkable
@@ -56,8 +76,12 @@ class StabilityTerm:
             drawn uniformly per example); defaults to
             ``robustlab.perturbations.distortions.DEFAULT_LEVELS``.
         mix: the distortion names ``perturbation=mix`` draws from (uniformly per example).
-        clip: clip x + ε to [0, 1] (off by default: the paper's x' = x + ε is unclipped).
-        detach_clean: the clean prediction is a fixed target (no gradient through it).
+        clip: clip x + ε to [0, 1] (off by default: the paper's x' = x + ε is unclipped;
+            clipping on mostly-black images such as MNIST makes the noise non-zero-mean).
+        detach_clean: stop gradients through the clean branch (default on): the clean
+            prediction is then a fixed target that the perturbed prediction is pulled to, and
+            only the task loss shapes it, so the term cannot "stabilise" by flattening the clean
+            prediction towards the noisy one.
         where: the config path named in error messages.
 
     As a composed term, x' goes through the model in a forward of its own (BatchNorm statistics
@@ -69,13 +93,13 @@ class StabilityTerm:
 
     def __init__(
         self,
-        alpha: float = 0.01,
-        sigma: float = 0.04,
-        perturbation: str = "gaussian",
-        levels: Mapping[str, Sequence[float]] | None = None,
-        mix: Sequence[str] = ("gaussian_noise", "jpeg", "thumbnail", "crop"),
-        clip: bool = False,
-        detach_clean: bool = True,
+        alpha: float = STABILITY.alpha,
+        sigma: float = STABILITY.sigma,
+        perturbation: str = STABILITY.perturbation,
+        levels: Mapping[str, Sequence[float]] | None = STABILITY.levels,
+        mix: Sequence[str] = STABILITY.mix,
+        clip: bool = STABILITY.clip,
+        detach_clean: bool = STABILITY.detach_clean,
         *,
         where: str = "method.terms.stability",
     ):
@@ -86,11 +110,11 @@ class StabilityTerm:
             f"{where}.perturbation={perturbation!r} is unknown; valid: {', '.join(PERTURBATIONS)}",
         )
         levels = {**DEFAULT_LEVELS, **dict(levels or {})}
-        unknown = sorted((set(levels) | set(mix)) - set(DISTORTIONS))
-        check(
-            not unknown,
-            f"{where}.levels / {where}.mix: unknown distortion(s) {unknown}; valid: "
-            f"{', '.join(sorted(DISTORTIONS))}",
+        check_known(
+            [*levels, *mix],
+            DISTORTIONS,
+            group="distortion(s)",
+            where=f"{where}.levels / {where}.mix",
         )
         check(len(mix) > 0, f"{where}.mix must name at least one distortion")
         self.weight = float(alpha)
@@ -116,7 +140,7 @@ class StabilityTerm:
         return self.penalty(logits, model(self.perturb(x)))
 
 
-TERMS: dict[str, type] = {"stability": StabilityTerm}
+TERMS: dict[str, type] = {"stability": StabilityTerm, "adversarial": AdversarialTerm}
 
 
 def build_terms(config: Mapping[str, Mapping[str, Any] | None] | None) -> dict[str, ObjectiveTerm]:

@@ -17,6 +17,7 @@ from torch import nn
 
 from robustlab.errors import ConfigError
 from robustlab.models.base import Backbone, init_weights
+from robustlab.models.mobilenetv1 import MobileNetV1, mobilenetv1
 from robustlab.models.mobilenetv2 import MobileNetV2, mobilenetv2, mobilenetv2_half
 from robustlab.models.preact_resnet import PreActResNet, preact_resnet18
 from robustlab.models.resnet_cifar import (
@@ -32,6 +33,7 @@ from robustlab.models.resnet_cifar import (
     resnet56,
     resnet110,
 )
+from robustlab.models.shufflenetv1 import ShuffleNetV1, shufflenetv1
 from robustlab.models.shufflenetv2 import ShuffleNetV2, shufflenetv2
 from robustlab.models.small_cnn import SmallCNN, small_cnn
 from robustlab.models.torchvision_zoo import TorchvisionBackbone, torchvision_model
@@ -82,8 +84,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg13": vgg13,
     "vgg16": vgg16,
     "vgg19": vgg19,
+    "mobilenetv1": mobilenetv1,
     "mobilenetv2": mobilenetv2,
     "mobilenetv2_half": mobilenetv2_half,
+    "shufflenetv1": shufflenetv1,
     "shufflenetv2": shufflenetv2,
     "torchvision": torchvision_model,
 }
@@ -154,8 +158,10 @@ __all__ = [
     "CifarResNet",
     "FeatureExtractor",
     "ImageClassifier",
+    "MobileNetV1",
     "MobileNetV2",
     "PreActResNet",
+    "ShuffleNetV1",
     "ShuffleNetV2",
     "SmallCNN",
     "TorchvisionBackbone",
@@ -165,6 +171,7 @@ __all__ = [
     "cifar_resnet",
     "feature_extractor",
     "init_weights",
+    "mobilenetv1",
     "mobilenetv2",
     "mobilenetv2_half",
     "preact_resnet18",
@@ -179,6 +186,7 @@ __all__ = [
     "resnet110",
     "resolve_model",
     "resolve_submodule",
+    "shufflenetv1",
     "shufflenetv2",
     "small_cnn",
     "torchvision_model",

@@ -1,0 +1,133 @@
+"""Benchmark: CRLD strong views per second, batched (robustlab) vs per image (torchvision).
+
+(a) robustlab: ``data.views=[strong]`` on the tensor-resident training loader; every batch's
+    strong view (crop + flip, RandAugment with 2 ops, Cutout) made by
+    :meth:`ImageDataModule.make_views` on the training device (CUDA if available, else CPU);
+(b) torchvision: the same images through a DataLoader whose workers apply per image
+    ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``, ``RandAugment(num_ops=2)`` and
+    ``ToTensor()`` (no Cutout: a conservative comparison for (a)); batches copied to the device.
+Both yield float [0, 1] batches on the device, in the same run. Data: CIFAR-10 from
+$ROBUSTLAB_DATA (canonical or the JPEG-decoded copy), else synthetic 3x32x32 images.
+Reports the median over repeats after a warm-up of (1) views per second of wall-clock time,
+(a) vs (b) with ``--workers`` processes, and (2) views per CPU-second of the process doing the
+work, (a) vs (b) run in the main process: on a shared, loaded machine the second is the fair
+one (the worker processes of (b) otherwise take more of the contended cores than (a)'s one
+thread). Ratios (a) / (b) of both.
+
+    python scripts/bench_views.py [--batches 40] [--batch-size 128] [--workers 2] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+from _bench import cifar10_or_synthetic, sync  # scripts/_bench.py
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+
+from robustlab.data.items import ArrayItems
+
+
+def make_datamodule(batch_size: int):
+    common = dict(batch_size=batch_size, views=["strong"], drop_last=True, val_fraction=0.0)
+    return cifar10_or_synthetic(20000, **common)
+
+
+def time_batched(dm, device: torch.device, batches: int, epoch: int) -> tuple[float, float]:
+    """(wall, CPU) seconds for ``batches`` strong-view batches made on ``device``."""
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    for step, (images, _) in enumerate(loader):
+        if step == batches:
+            break
+        dm.make_views(images.to(device, non_blocking=True), epoch, step)
+    sync(device)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def torchvision_loader(dm, batch_size: int, workers: int) -> DataLoader:
+    train = dm._ensure_loaded().train
+    transform = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.RandAugment(num_ops=2),
+            T.ToTensor(),
+        ]
+    )
+    items = ArrayItems(train.images, train.labels, dm.train_index, transform)
+    return DataLoader(
+        items,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+
+
+def time_per_image(loader: DataLoader, device: torch.device, batches: int) -> tuple[float, float]:
+    """(wall, main-process CPU) seconds for ``batches`` torchvision batches on ``device``."""
+    sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    for step, (images, _) in enumerate(loader):
+        if step == batches:
+            break
+        images.to(device, non_blocking=True)
+    sync(device)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2, help="torchvision DataLoader workers")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of (a) (0: torch's default); each worker of (b) runs one thread",
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dm = make_datamodule(args.batch_size)
+    workers = torchvision_loader(dm, args.batch_size, args.workers)
+    in_process = torchvision_loader(dm, args.batch_size, 0)
+    views = args.batches * args.batch_size
+    time_batched(dm, device, 2, epoch=0)  # warm-up
+    time_per_image(workers, device, 2)
+    time_per_image(in_process, device, 2)
+    a_wall, a_cpu, b_wall, b_cpu = [], [], [], []
+    for repeat in range(args.repeats):
+        wall, cpu = time_batched(dm, device, args.batches, epoch=repeat + 1)
+        a_wall.append(views / wall)
+        a_cpu.append(views / cpu)
+        b_wall.append(views / time_per_image(workers, device, args.batches)[0])
+        b_cpu.append(views / time_per_image(in_process, device, args.batches)[1])
+    a, b = statistics.median(a_wall), statistics.median(b_wall)
+    a_per_cpu, b_per_cpu = statistics.median(a_cpu), statistics.median(b_cpu)
+    print(
+        f"device={device} cpu={platform.processor() or platform.machine()} "
+        f"threads={torch.get_num_threads()} cores={os.cpu_count()} load={os.getloadavg()[0]:.1f} "
+        f"batch={args.batch_size} data={dm.description}"
+    )
+    print(f"(a) robustlab batched strong views:    {a:8.0f} views/s  {a_per_cpu:8.0f} views/CPU-s")
+    print(f"(b) torchvision RandAugment per image: {b:8.0f} views/s  {b_per_cpu:8.0f} views/CPU-s")
+    print(f"    (views/s with {args.workers} DataLoader workers; views/CPU-s in the main process)")
+    print(f"ratio (a)/(b): {a / b:.2f}x wall-clock, {a_per_cpu / b_per_cpu:.2f}x per CPU-second")
+    print("goal: >= 5x on CPU")
+
+
+if __name__ == "__main__":
+    main()
