@@ -174,8 +174,11 @@ def write_results(results: Results, run_dir: Path) -> Path:
     return path
 
 
-def read_results(path: Path) -> dict[str, Any]:
-    path = Path(path)
+def read_results(path: str | os.PathLike) -> Any:
+    """The parsed ``results.json`` of a run folder, or of the file itself (the one reader of the
+    record: reports, corruption-error baselines and run-folder checkpoints use it). Raises
+    ``OSError`` or ``ValueError`` (malformed JSON) for the caller to name in its own terms."""
+    path = Path(path).expanduser()
     return json.loads((path / RESULTS_FILE if path.is_dir() else path).read_text())
 
 

@@ -14,7 +14,6 @@ import yaml
 
 from robustlab.cli.report import (
     aggregate,
-    build_table,
     format_level,
     group_runs,
     load_reference,
@@ -138,7 +137,12 @@ def test_percent_switches_and_decimals(two_configs: Path, capsys) -> None:
     row = md_row(capsys.readouterr().out, "stability alpha=0.1 (mnist, small_cnn)")
     assert row[2] == "0.920 ± 0.028"
     # --percent scales every column whose values are all in [0, 1]; mce (1.0-1.5) stays as is
-    table = build_table([two_configs], ["test/loss", "corruptions/mce"], percent=True, decimals=1)
+    table = aggregate(
+        group_runs(load_runs([two_configs])),
+        ["test/loss", "corruptions/mce"],
+        percent=True,
+        decimals=1,
+    )
     assert [c.percent for c in table.columns] == [True, False]
     assert md_row(to_markdown(table), "stability alpha=0.3 (mnist, small_cnn)")[2:] == [
         "30.0",
@@ -376,7 +380,10 @@ def test_python_dash_m_entry_point(two_configs: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "| stability alpha=0.1 (mnist, small_cnn) | 2 | 92.00 ± 2.83 |" in proc.stdout
     assert sorted(p.name for p in out.iterdir()) == ["report.csv"]
-    assert to_csv(build_table([two_configs], ["test/acc"])) == (out / "report.csv").read_text()
+    assert (
+        to_csv(aggregate(group_runs(load_runs([two_configs])), ["test/acc"]))
+        == (out / "report.csv").read_text()
+    )
 
 
 def _distortion_records(offset: float) -> list[dict]:

@@ -2,7 +2,7 @@
 
 The command line over :mod:`robustlab.reporting` (whose docstring states the rules), and the
 Python API in one place: ``load_runs``, ``group_runs``, ``aggregate``, ``to_markdown``,
-``to_csv``, ``load_reference`` and :func:`build_table` for all of them in one call.
+``to_csv`` and ``load_reference``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import io
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from robustlab import reporting
@@ -46,7 +46,6 @@ __all__ = [
     "Stat",
     "Table",
     "aggregate",
-    "build_table",
     "check_plottable",
     "format_level",
     "group_runs",
@@ -60,20 +59,6 @@ __all__ = [
     "to_csv",
     "to_markdown",
 ]
-
-
-def build_table(
-    paths: Iterable[str | os.PathLike],
-    metrics: Sequence[str] | None = None,
-    group_by: Sequence[str] | None = None,
-    reference: str | os.PathLike | None = None,
-    decimals: int = 2,
-    percent: bool | None = None,
-) -> Table:
-    """load_runs -> group_runs -> aggregate, as ``robustlab-report`` does."""
-    ref = load_reference(reference) if reference is not None else None
-    groups = group_runs(load_runs(paths), group_by)
-    return aggregate(groups, metrics, reference=ref, decimals=decimals, percent=percent)
 
 
 class _Parser(argparse.ArgumentParser):

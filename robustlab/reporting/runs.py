@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -13,7 +12,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from robustlab.errors import RobustlabError
-from robustlab.results import format_level
+from robustlab.results import format_level, read_results
 
 RESULTS = "results.json"
 EXPECTED = (
@@ -102,7 +101,7 @@ def _load_results(file: Path) -> Run:
     run_dir = file.parent
     overrides = _read_overrides(run_dir)
     try:
-        doc = json.loads(file.read_text(encoding="utf-8"))
+        doc = read_results(file)
         if not isinstance(doc, dict):
             raise ValueError("the top level is not a JSON object")
     except (OSError, ValueError) as exc:

@@ -20,7 +20,6 @@ Checkpoints are read with ``torch.load(weights_only=True)`` — no arbitrary pic
 
 from __future__ import annotations
 
-import json
 import random
 import types
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from torch import nn
 from robustlab.errors import CheckpointError, ConfigError
 from robustlab.models import build_classifier
 from robustlab.registry import construct, import_object
+from robustlab.results import RESULTS_FILE, read_results
 
 CHECKPOINT_KEY = "robustlab"
 #: 1: config + torch/cuda/python RNG; 2: + classifier shape, numpy RNG, python's gauss cache;
@@ -200,10 +200,9 @@ def checkpoint_path(source: str | Path) -> Path:
     source = Path(source).expanduser()
     if not source.is_dir():
         return source
-    results = source / "results.json"
     try:
-        named = json.loads(results.read_text()).get("checkpoint")
-    except (OSError, ValueError):
+        named = read_results(source).get("checkpoint")
+    except (OSError, ValueError, AttributeError):
         named = None
     if not named:
         raise CheckpointError(
@@ -216,7 +215,7 @@ def checkpoint_path(source: str | Path) -> Path:
     moved = source / "checkpoints" / named.name
     if moved.is_file():
         return moved
-    raise CheckpointError(f"{results} names checkpoint {named}, which does not exist")
+    raise CheckpointError(f"{source / RESULTS_FILE} names checkpoint {named}, which does not exist")
 
 
 def _part_state(checkpoint: Mapping[str, Any], prefix: str) -> dict[str, torch.Tensor]:

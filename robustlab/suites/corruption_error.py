@@ -9,11 +9,11 @@ Baseline errors are looked up by corruption name and severity, never by position
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 from robustlab.errors import ConfigError
+from robustlab.results import read_results
 
 #: (corruption, severity) -> top-1 error
 Errors = Mapping[tuple[str, int], float]
@@ -56,9 +56,8 @@ def baseline_from_results(
 ) -> tuple[dict[tuple[str, int], float], float | None]:
     """Corruption errors and clean error of an earlier run's ``results.json`` (or its folder)."""
     path = Path(path).expanduser()
-    file = path / "results.json" if path.is_dir() else path
     try:
-        record = json.loads(file.read_text())
+        record = read_results(path)
     except (OSError, ValueError) as err:
         raise ConfigError(
             f"suite.{suite}.baseline={path}: cannot read a results.json there ({err}); pass the "
