@@ -498,9 +498,9 @@ def test_wrong_teacher_is_a_user_error_before_any_step(teacher_dir, tmp_path):
         assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_consistency_without_the_strong_view_stops_before_the_first_step(teacher_dir, tmp_path):
-    """Checked when fitting starts (the method's data needs depend on its options, which the
-    class-level requirement check does not see): Lightning's device lines come first."""
+def test_consistency_without_the_strong_view_stops_before_any_data(teacher_dir, tmp_path):
+    """The views a method needs depend on its options (the plug-in adds them): checked with the
+    run config before data or the Trainer, so the error is the only output."""
     overrides = [f"method.teacher={teacher_dir}", "method.consistency=crld", "data.views=[weak]"]
     proc = run_app(
         "train",
@@ -511,10 +511,10 @@ def test_consistency_without_the_strong_view_stops_before_the_first_step(teacher
         cwd=tmp_path,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == (
-        "Error: method.consistency=crld needs the training views ['strong']: set "
+    assert proc.stderr.strip().splitlines() == [
+        "Error: KnowledgeDistillation needs the training view(s) ['strong']: set "
         "data.views=[weak,strong]"
-    )
+    ]
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 

@@ -10,7 +10,7 @@ robust accuracies. Models map [0, 1] images to logits (normalisation inside the 
 from __future__ import annotations
 
 from robustlab.attacks.autoattack import autoattack, backend_provenance
-from robustlab.attacks.config import ATTACKS, Attack, AutoAttack, build_attack
+from robustlab.attacks.config import ATTACKS, Attack, AutoAttack, build_attack, training_attack
 from robustlab.attacks.evaluation import sanity_flags
 from robustlab.attacks.gradients import input_gradient
 from robustlab.attacks.norms import (
@@ -36,6 +36,7 @@ __all__ = [
     "autoattack",
     "backend_provenance",
     "build_attack",
+    "training_attack",
     "clamp_images",
     "cross_entropy",
     "fgsm",

@@ -9,7 +9,7 @@ written as strings ("8/255") because YAML cannot divide.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -227,3 +227,24 @@ def build_attack(name: str, **kwargs: Any) -> Attack | AutoAttack:
         f"attack {key!r} does not take {unknown}; accepted arguments: {list(_ACCEPTED[key])}",
     )
     return factory(**kwargs)
+
+
+def training_attack(config: Mapping[str, Any] | None, where: str) -> Attack:
+    """The untargeted PGD/FGSM :class:`Attack` a training objective uses, from
+    ``{name, norm, eps, steps, ...}``; ``where`` names the config key in errors."""
+    options = dict(config or {})
+    name = options.pop("name", "pgd")
+    check(
+        name in ("pgd", "fgsm"),
+        f"{where}.name must be 'pgd' or 'fgsm' for training, got {name!r}",
+    )
+    try:
+        attack = build_attack(name, **options)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    check(
+        not attack.targeted,
+        f"{where}.targeted must be false: a targeted attack towards the true label makes "
+        "examples easier, not harder",
+    )
+    return attack

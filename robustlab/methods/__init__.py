@@ -54,7 +54,10 @@ def check_method_requirements(cfg: Mapping[str, Any]) -> None:
     cls = method_class(cfg["method"]["name"])
     if isinstance(cls, type) and issubclass(cls, ERM):  # a user's factory declares nothing
         cls.check_requirements(
-            cfg["data"], test=bool(cfg.get("test", True)), suites=cfg.get("suite")
+            cfg["data"],
+            test=bool(cfg.get("test", True)),
+            suites=cfg.get("suite"),
+            method=cfg["method"],
         )
 
 

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from robustlab.attacks import Attack, Objective, build_attack, cross_entropy
-from robustlab.errors import ConfigError, check
+from robustlab.attacks import Attack, Objective, cross_entropy, training_attack
+from robustlab.errors import check
 from robustlab.losses import kl_divergence, madry_loss, trades_loss
 from robustlab.methods.erm import ERM, TrainingOutput
 from robustlab.models.base import eval_mode
@@ -39,26 +39,6 @@ def trades_objective(logits_clean: Tensor) -> Objective:
         return kl_divergence(target, model(x_adv))
 
     return kl_to_clean
-
-
-def attack_from_config(config: Mapping[str, Any] | None, where: str) -> Attack:
-    """A PGD/FGSM :class:`~robustlab.attacks.Attack` from ``{name, norm, eps, steps, ...}``."""
-    options = dict(config or {})
-    name = options.pop("name", "pgd")
-    check(
-        name in ("pgd", "fgsm"),
-        f"{where}.name must be 'pgd' or 'fgsm' for training, got {name!r}",
-    )
-    try:
-        attack = build_attack(name, **options)
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
-    check(
-        not attack.targeted,
-        f"{where}.targeted must be false: a targeted attack towards the true label makes "
-        "examples easier, not harder",
-    )
-    return attack
 
 
 class AdversarialTraining(ERM):
@@ -96,9 +76,9 @@ class AdversarialTraining(ERM):
             isinstance(val_attack_batches, int) and val_attack_batches >= 0,
             f"method.val_attack_batches must be an integer >= 0, got {val_attack_batches!r}",
         )
-        self.attack = attack_from_config(attack, "method.attack")
+        self.attack = training_attack(attack, "method.attack")
         self.val_attack = (
-            attack_from_config(val_attack, "method.val_attack") if val_attack else self.attack
+            training_attack(val_attack, "method.val_attack") if val_attack else self.attack
         )
         check(
             loss != "trades" or self.attack.eps == 0 or self.attack.random_start,

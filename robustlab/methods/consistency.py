@@ -20,6 +20,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from robustlab.attacks import training_attack
 from robustlab.errors import ConfigError, check
 from robustlab.losses import cross_view_consistency, kd_per_sample, madry_loss
 from robustlab.losses.distillation import Divergence
@@ -149,13 +150,12 @@ class AdversarialTerm:
         *,
         where: str = "method.terms.adversarial",
     ):
-        from robustlab.methods.adversarial import attack_from_config  # erm imports this module
 
         check(weight >= 0, f"{where}.weight must be >= 0, got {weight}")
         check(target in TARGETS, f"{where}.target must be one of {list(TARGETS)}, got {target!r}")
         check(temperature > 0, f"{where}.temperature must be > 0, got {temperature}")
         defaults = {"name": "pgd", "eps": "8/255", "steps": 10, "step_size": "2/255"}
-        self.attack = attack_from_config({**defaults, **dict(attack or {})}, f"{where}.attack")
+        self.attack = training_attack({**defaults, **dict(attack or {})}, f"{where}.attack")
         self.weight = float(weight)
         self.target = target
         self.temperature = float(temperature)

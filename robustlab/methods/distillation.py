@@ -180,6 +180,12 @@ class Distillation(ERM):
             self.set_teacher(build_teacher(self.teacher_source, model))
 
     # ----------------------------------------------------------------- the teacher
+    @classmethod
+    def views_for(cls, method: Mapping[str, Any]) -> tuple[str, ...]:
+        """CRLD, or KD/DKD with the consistency plug-in, need the weak and strong views (checked
+        with the run config, before any data)."""
+        return VIEWS if cls.required_views or method.get("consistency") is not None else ()
+
     def needed_views(self) -> tuple[str, ...]:
         """The training views this configuration needs (CRLD or the consistency plug-in)."""
         return VIEWS if self.required_views or self.consistency is not None else ()

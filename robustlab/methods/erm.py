@@ -223,19 +223,30 @@ class ERM(pl.LightningModule):
         return needs
 
     @classmethod
+    def views_for(cls, method: Mapping[str, Any]) -> tuple[str, ...]:
+        """The training views a run of this method with options ``method`` needs (default:
+        ``required_views``; a method whose options add views, e.g. a plug-in, overrides it)."""
+        return tuple(cls.required_views)
+
+    @classmethod
     def check_requirements(
-        cls, data: Mapping[str, Any], *, test: bool = True, suites: Any = None
+        cls,
+        data: Mapping[str, Any],
+        *,
+        test: bool = True,
+        suites: Any = None,
+        method: Mapping[str, Any] | None = None,
     ) -> None:
         """A one-line :class:`~robustlab.errors.ConfigError` naming the key to set when the
         run's ``data`` config does not give this method its views or groups, or when a stage
         that trains no classifier would be tested or scored by suites."""
         name = cls.__name__
         views = data.get("views") or ()
-        missing = [v for v in cls.required_views if v not in views]
+        needed = cls.views_for(method or {})
+        missing = [v for v in needed if v not in views]
         check(
             not missing,
-            f"{name} needs the training view(s) {missing}: set "
-            f"data.views=[{','.join(cls.required_views)}]",
+            f"{name} needs the training view(s) {missing}: set data.views=[{','.join(needed)}]",
         )
         group_size = data.get("group_size")
         grouped = isinstance(group_size, int) and not isinstance(group_size, bool)
