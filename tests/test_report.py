@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from robustlab.cli.report import (
+from robustlab.cli.report import main
+from robustlab.errors import RobustlabError
+from robustlab.reporting import (
     aggregate,
     format_level,
     group_runs,
     load_reference,
     load_runs,
-    main,
     to_csv,
     to_markdown,
 )
-from robustlab.errors import RobustlabError
 from tests.helpers import suite_trainer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models

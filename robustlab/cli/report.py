@@ -1,8 +1,7 @@
 """``robustlab-report PATH...``: tables of mean ± std over seeds from robustlab runs.
 
-The command line over :mod:`robustlab.reporting` (whose docstring states the rules), and the
-Python API in one place: ``load_runs``, ``group_runs``, ``aggregate``, ``to_markdown``,
-``to_csv`` and ``load_reference``.
+The command line over :mod:`robustlab.reporting`, the library (and Python API) whose docstring
+states the rules.
 """
 
 from __future__ import annotations
@@ -17,48 +16,17 @@ from pathlib import Path
 from robustlab import reporting
 from robustlab.errors import RobustlabError
 from robustlab.reporting import (
-    Column,
-    Group,
-    Reference,
-    Row,
-    Run,
-    Stat,
     Table,
     aggregate,
     check_plottable,
-    format_level,
     group_runs,
     load_reference,
     load_runs,
     plot_comparison,
     plottable,
-    robustness_key,
     to_csv,
     to_markdown,
 )
-
-__all__ = [
-    "Column",
-    "Group",
-    "Reference",
-    "Row",
-    "Run",
-    "Stat",
-    "Table",
-    "aggregate",
-    "check_plottable",
-    "format_level",
-    "group_runs",
-    "load_reference",
-    "load_runs",
-    "log_report",
-    "main",
-    "plot_comparison",
-    "plottable",
-    "robustness_key",
-    "to_csv",
-    "to_markdown",
-]
 
 
 class _Parser(argparse.ArgumentParser):
