@@ -44,6 +44,27 @@ def results_of(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "results.json").read_text())
 
 
+DIGITS_TEST_IMAGES = 359  # scikit-learn digits' test split
+
+
+def evaluate_trained(trained: dict, eval_dir: Path, cwd: Path) -> dict:
+    """Re-score a run's checkpoint (its ``results.json`` record ``trained``) with
+    ``robustlab-eval`` and check it gets the same number of digits test images right as the run
+    itself reported, not just a close accuracy. Returns the evaluation's record."""
+    proc = run_app(
+        "evaluate",
+        f"checkpoint={trained['checkpoint']}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={eval_dir}",
+        cwd=cwd,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluated = results_of(eval_dir)
+    n = DIGITS_TEST_IMAGES
+    assert round(evaluated["metrics"]["test/acc"] * n) == round(trained["metrics"]["test/acc"] * n)
+    return evaluated
+
+
 def compose_train(*overrides: str, config_name: str = "train") -> DictConfig:
     with initialize_config_module(config_module="robustlab.conf", version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))

@@ -30,7 +30,7 @@ from robustlab.methods.consistency import AdversarialTerm, build_consistency
 from robustlab.run.builders import build_data, build_run_method
 from robustlab.run.checkpoints import load_checkpoint, load_classifier
 from robustlab.run.validation import validate_model_and_method
-from tests.helpers import QUICK, compose_train, results_of, run_app
+from tests.helpers import QUICK, compose_train, evaluate_trained, results_of, run_app
 
 
 def kl(p: list[float], q: list[float]) -> float:
@@ -374,19 +374,7 @@ def _two_step_pipeline(tmp_path, teacher_dir, *extra):
     assert proc.returncode == 0, proc.stderr[-3000:]
     trained = results_of(student)
     assert {"train/ce", "train/kd_within", "train/kd_cross"} <= set(trained["metrics"])
-    proc = run_app(
-        "evaluate",
-        f"checkpoint={trained['checkpoint']}",
-        "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={tmp_path}/eval",
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    evaluated = results_of(tmp_path / "eval")
-    n_test = 359  # digits' test split: the same count of correct images, not just close
-    assert round(evaluated["metrics"]["test/acc"] * n_test) == round(
-        trained["metrics"]["test/acc"] * n_test
-    )
+    evaluate_trained(trained, tmp_path / "eval", cwd=tmp_path)
     return trained
 
 
