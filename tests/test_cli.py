@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import QUICK, compose_train, run_app, wandb_offline_runs
+from tests.helpers import QUICK, compose_train, results_of, run_app, wandb_offline_runs
 
 
 def _assert_clean_failure(proc, *needles: str) -> str:
@@ -403,3 +403,28 @@ def test_terminated_run_records_why_it_failed(tmp_path):
     record = json.loads((run_dir / "results.json").read_text())
     assert record["status"] == "failed" and "SIGTERM" in record["error"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file(), "checkpoints written so far are kept"
+
+
+def test_command_line_suite_selection_overrides_an_experiments_tuned_suites(tmp_path):
+    """An experiment that tunes a suite's options (``suite.fgsm.max_images``) must not bring
+    that suite back when the command line selects ``suite=[clean]`` (it did: the tuned entry was
+    built with the suite's defaults for the rest and ran)."""
+    experiments = tmp_path / "conf" / "experiment"
+    experiments.mkdir(parents=True)
+    (experiments / "tuned.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - override /suite: [clean, fgsm]\n"
+        "suite:\n  fgsm:\n    max_images: 20\n    epsilons: [0.1]\n"
+    )
+    common = [*QUICK, f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "experiment=tuned"]
+    tuned = run_app("train", *common, f"hydra.run.dir={tmp_path / 'tuned'}", cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    suites = {r["suite"] for r in results_of(tmp_path / "tuned")["robustness"]}
+    assert suites == {"clean", "fgsm"}  # the experiment's own selection runs its tuned fgsm
+    clean = run_app(
+        "train", *common, "suite=[clean]", f"hydra.run.dir={tmp_path / 'clean'}", cwd=tmp_path
+    )
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    result = results_of(tmp_path / "clean")
+    assert {r["suite"] for r in result["robustness"]} == {"clean"}
+    assert "fgsm" not in result["config"]["suite"]

@@ -25,9 +25,10 @@ from pathlib import Path
 import hydra
 import hydra._internal.utils as hydra_internal
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -37,6 +38,7 @@ from robustlab.results import Results, provenance, write_results
 from robustlab.run.builders import config_container
 from robustlab.run.loggers import JobIdentity, job_scope
 
+log = logging.getLogger("robustlab")
 _failed_jobs: list[str] = []
 
 # Keep the apps' output about the run: drop Lightning's product tips, a deprecation warning
@@ -58,6 +60,41 @@ def choice(cfg: DictConfig, group: str) -> str:
     except ValueError:  # Hydra not initialised (API use)
         chosen = None
     return str(chosen or OmegaConf.select(cfg, f"{group}.name", default="?"))
+
+
+def command_line_suites(overrides: list[str]) -> list[str] | None:
+    """The suites a ``suite=[...]`` (or ``~suite``) among the command-line ``overrides`` selects;
+    None when the command line does not choose the suites."""
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.key_or_group != "suite" or override.package is not None:
+            continue
+        if override.is_delete():
+            return []
+        value = override.value()
+        return [str(name) for name in (value if isinstance(value, list) else [value])]
+    return None
+
+
+def drop_unselected_suites(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """Make a command-line ``suite=[...]`` the whole list of suites the run scores.
+
+    An experiment file that tunes its suites (``suite: {corruptions: {max_images: 1000}}``) puts
+    those entries in the config whatever the command line selects, and a suite is built from any
+    entry, missing options taking their defaults: ``experiment=X suite=[clean]`` would still run
+    X's corruption suite. Entries the command line's selection leaves out are removed (and
+    logged); returns their names.
+    """
+    selected = command_line_suites(overrides)
+    suites = cfg.get("suite")
+    if selected is None or not suites:
+        return []
+    dropped = [name for name in suites if name not in selected]
+    with open_dict(cfg):
+        for name in dropped:
+            del cfg.suite[name]
+    if dropped:
+        log.info(f"suite={selected} on the command line: not running the experiment's {dropped}")
+    return dropped
 
 
 def _record_failure(cfg: DictConfig, run_dir: Path, error: BaseException, started: float) -> None:
@@ -120,6 +157,7 @@ def run_job(task: Callable[[DictConfig, Path], object], cfg: DictConfig) -> None
     signals = _record_signals()
     try:
         try:
+            drop_unselected_suites(cfg, list(hydra_cfg.overrides.task))
             with job_scope(job_identity(cfg)):
                 task(cfg, run_dir)
         except MissingMandatoryValue as error:
