@@ -2,7 +2,7 @@
 # The reduced-scale CIFAR-10 runs behind experiments/distillation/RESULTS.md, then their tables.
 # Usage (from the repository root):
 #   ROBUSTLAB_DATA=$ROBUSTLAB_DATA ROBUSTLAB_RUNS=$RUNS bash experiments/distillation/run_reduced.sh [scarce|full]
-# 1. the ResNet-14 teacher on the 45,000 training images (skipped when its results.json exists);
+# 1. the ResNet-14 teacher on the 45,000 training images (skipped once it has finished);
 # 2. the small-CNN student alone, with KD, DKD, CRLD and KD+CRLD, seeds 0-2:
 #    scarce: 50 labelled images per class (each seed draws its own subset), batch 64, 100 epochs;
 #    full:   all 45,000 training images, batch 128, the configs' 30 epochs;
@@ -13,18 +13,26 @@ RUNS=${ROBUSTLAB_RUNS:?set ROBUSTLAB_RUNS to the folder that holds the runs}
 TRAIN=${TRAIN:-.venv/bin/robustlab-train}
 REPORT=${REPORT:-.venv/bin/robustlab-report}
 ROOT=$RUNS/distill/cifar10
-STUDENTS=distill/cifar10/alone,distill/cifar10/kd,distill/cifar10/dkd,distill/cifar10/crld,distill/cifar10/kd_crld
+STUDENTS="alone kd dkd crld kd_crld"
 case $BUDGET in
   scarce) BUDGET_ARGS=(data.samples_per_class=50 data.batch_size=64 trainer.max_epochs=100
                        trainer.check_val_every_n_epoch=10) ;;
   full)   BUDGET_ARGS=() ;;
   *) echo "run_reduced.sh: unknown budget '$BUDGET'; use scarce or full" >&2; exit 2 ;;
 esac
-if [ ! -f "$ROOT/teacher/seed0/results.json" ]; then
-  $TRAIN experiment=distill/cifar10/teacher hydra.run.dir="$ROOT/teacher/seed0" \
-    trainer.enable_progress_bar=false
+if ! grep -qs '"status": "ok"' "$ROOT/teacher/seed0/results.json"; then
+  $TRAIN experiment=distill/cifar10/teacher resume=auto trainer.enable_progress_bar=false \
+    hydra.run.dir="$ROOT/teacher/seed0"
 fi
-$TRAIN -m experiment=$STUDENTS seed=0,1,2 "${BUDGET_ARGS[@]}" trainer.enable_progress_bar=false \
-  hydra.sweep.dir="$ROOT/$BUDGET"
+# One run per (seed, student) in its own folder, seeds outermost so that an interrupted sweep
+# leaves whole seeds; rerunning skips finished runs and resumes an unfinished one (resume=auto).
+for seed in 0 1 2; do
+  for student in $STUDENTS; do
+    dir="$ROOT/$BUDGET/$student/seed$seed"
+    if grep -qs '"status": "ok"' "$dir/results.json"; then continue; fi
+    $TRAIN experiment=distill/cifar10/$student seed=$seed "${BUDGET_ARGS[@]}" resume=auto \
+      trainer.enable_progress_bar=false hydra.run.dir="$dir"
+  done
+done
 $REPORT "$ROOT/teacher" "$ROOT/$BUDGET" --reference experiments/distillation/reference.yaml \
   --output "$ROOT/$BUDGET/report"
