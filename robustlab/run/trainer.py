@@ -1,4 +1,10 @@
-"""The Lightning Trainer built from the ``trainer`` config group."""
+"""The Lightning Trainer built from the ``trainer`` config group.
+
+Besides Lightning's own arguments the group takes robustlab's :data:`OWN_KEYS`:
+``ddp_backend`` (the DDP process-group backend) and ``memory_format`` (``contiguous`` or
+``channels_last``: every module the trainer fits, validates or tests keeps its 4-D weights
+channels-last, so cuDNN convolutions run NHWC; the result is the same up to float rounding).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,33 @@ from robustlab.errors import ConfigError
 from robustlab.run.distributed import HydraDDPStrategy
 
 #: Keys of the ``trainer`` group that robustlab interprets instead of passing them on.
-OWN_KEYS = ("ddp_backend",)
+OWN_KEYS = ("ddp_backend", "memory_format")
+
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+class MemoryFormat(Callback):
+    """Put the module a trainer runs in ``memory_format`` when fitting or evaluating starts.
+
+    Converting the weights is enough: a convolution runs channels-last when its input or its
+    weight is, and its output (the next layer's input) then is too.
+    """
+
+    def __init__(self, memory_format: torch.memory_format):
+        self.memory_format = memory_format
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        pl_module.to(memory_format=self.memory_format)
+
+
+def memory_format_callbacks(name: str | None) -> list[Callback]:
+    """The callback that applies ``trainer.memory_format`` (none for the default layout)."""
+    name = name or "contiguous"
+    if name not in MEMORY_FORMATS:
+        raise ConfigError(
+            f"trainer.memory_format must be one of {sorted(MEMORY_FORMATS)}, got {name!r}"
+        )
+    return [] if name == "contiguous" else [MemoryFormat(MEMORY_FORMATS[name])]
 
 
 def build_trainer(
@@ -33,6 +65,7 @@ def build_trainer(
     """
     kwargs = {k: v for k, v in dict(cfg).items() if k not in OWN_KEYS}
     kwargs.update(overrides)
+    callbacks = [*callbacks, *memory_format_callbacks(cfg.get("memory_format"))]
     accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
