@@ -42,6 +42,11 @@ PACKAGES = (
 )
 
 
+#: The run-folder subfolder of the pictures a method draws while training
+#: (``ERM.save_picture``); the run's report.md shows them.
+PICTURES = "pictures"
+
+
 @dataclass(frozen=True)
 class RobustnessRecord:
     """One tidy measurement: ``suite`` × ``condition`` × ``level`` → ``metric`` = ``value``."""
@@ -65,6 +70,8 @@ class Results:
     robustness: list[RobustnessRecord] = field(default_factory=list)
     summary: dict[str, float] = field(default_factory=dict)
     checkpoint: str | None = None
+    #: the training images (``ImageDataModule.subset_record``); None: not recorded
+    subset: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -72,6 +79,8 @@ class Results:
         record = asdict(self)
         if self.error is None:
             record.pop("error")
+        if self.subset is None:
+            record.pop("subset")
         record["metrics"] = {k: _number(v) for k, v in self.metrics.items()}
         record["summary"] = {k: _number(v) for k, v in self.summary.items()}
         return json_safe(record)

@@ -1,13 +1,19 @@
 """What the benchmark scripts share: the CIFAR-10 training data they time (or a synthetic set
-of the same shape when $ROBUSTLAB_DATA has none) and device synchronisation."""
+of the same shape when $ROBUSTLAB_DATA has none), device synchronisation, and the per-image
+torchvision DataLoader that batched augmentation is compared with."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 
 import torch
+from hydra import compose, initialize_config_module
+from torch.utils.data import DataLoader
 
 from robustlab.data import build_datamodule
+from robustlab.data.items import ArrayItems
 from robustlab.errors import DataNotFoundError
 
 
@@ -28,7 +34,68 @@ def cifar10_or_synthetic(n_synthetic: int, **options):
     return dm
 
 
+def compose_config(*overrides: str):
+    """The ``robustlab-train`` config with ``overrides``, composed in-process."""
+    with initialize_config_module(config_module="robustlab.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides))
+
+
+def timed(step: Callable[[], object], steps: int, device: torch.device) -> float:
+    """Seconds per call of ``step`` over ``steps`` calls, the device's queue drained first and
+    last."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work, so wall-clock timings are real."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def per_image_loader(dm, transform, batch_size: int, workers: int) -> DataLoader:
+    """The reference pipeline: ``transform`` (torchvision, per PIL image) over ``dm``'s training
+    images in a shuffled DataLoader with ``workers`` processes."""
+    train = dm._ensure_loaded().train
+    items = ArrayItems(train.images, train.labels, dm.train_index, transform)
+    return DataLoader(
+        items,
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+
+
+def time_per_image(loader: DataLoader, device: torch.device, batches: int) -> tuple[float, float]:
+    """(wall, main-process CPU) seconds for ``batches`` torchvision batches on ``device``."""
+    sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    for step, (images, _) in enumerate(loader):
+        if step == batches:
+            break
+        images.to(device, non_blocking=True)
+    sync(device)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def time_device_batches(
+    dm, device: torch.device, batches: int, epoch: int, work: Callable[..., object]
+) -> tuple[float, float]:
+    """(wall, main-process CPU) seconds for ``batches`` training batches of ``dm`` moved to
+    ``device`` and passed to ``work(images, epoch, step)`` (the batched side of a comparison)."""
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    for step, (images, _) in enumerate(loader):
+        if step == batches:
+            break
+        work(images.to(device, non_blocking=True), epoch, step)
+    sync(device)
+    return time.perf_counter() - start, time.process_time() - cpu

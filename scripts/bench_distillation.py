@@ -21,21 +21,14 @@ from __future__ import annotations
 import argparse
 import platform
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_module
+from _bench import compose_config, timed  # scripts/_bench.py
 
 from robustlab.cli.train import train
 from robustlab.run.builders import build_data, build_run_method
-
-
-def config(*overrides: str):
-    with initialize_config_module(config_module="robustlab.conf", version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
 
 
 def data_overrides(args: argparse.Namespace) -> list[str]:
@@ -51,7 +44,7 @@ def data_overrides(args: argparse.Namespace) -> list[str]:
 
 def train_teacher(args: argparse.Namespace, folder: Path) -> Path:
     """Step one of the pipeline: a teacher run folder (one optimiser step is enough here)."""
-    cfg = config(
+    cfg = compose_config(
         *data_overrides(args),
         f"model={args.teacher}",
         "trainer.max_epochs=1",
@@ -62,17 +55,6 @@ def train_teacher(args: argparse.Namespace, folder: Path) -> Path:
     )
     train(cfg, folder)
     return folder
-
-
-def timed(step: Callable[[], None], steps: int, cuda: bool) -> float:
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
 
 
 def main() -> None:
@@ -88,7 +70,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         teacher_dir = train_teacher(args, Path(tmp) / "teacher")
-        cfg = config(
+        cfg = compose_config(
             *data_overrides(args),
             f"model={args.student}",
             "method=crld",
@@ -123,13 +105,12 @@ def main() -> None:
         optimizer.step()
 
     variants = {"erm": erm_step, "floor": floor_step, "crld": crld_step}
-    cuda = device.type == "cuda"
     for step in variants.values():
-        timed(step, 2, cuda)  # warm-up
+        timed(step, 2, device)  # warm-up
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, step in variants.items():
-            times[name].append(timed(step, args.steps, cuda))
+            times[name].append(timed(step, args.steps, device))
     erm, floor, crld_time = (min(times[n]) for n in variants)
     print(
         f"machine: {platform.machine()} {device}, torch {torch.__version__}, "

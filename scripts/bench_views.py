@@ -23,14 +23,16 @@ import argparse
 import os
 import platform
 import statistics
-import time
 
 import torch
-from _bench import cifar10_or_synthetic, sync  # scripts/_bench.py
+from _bench import (
+    cifar10_or_synthetic,
+    per_image_loader,
+    time_device_batches,
+    time_per_image,
+)  # scripts/
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
-
-from robustlab.data.items import ArrayItems
 
 
 def make_datamodule(batch_size: int):
@@ -40,20 +42,10 @@ def make_datamodule(batch_size: int):
 
 def time_batched(dm, device: torch.device, batches: int, epoch: int) -> tuple[float, float]:
     """(wall, CPU) seconds for ``batches`` strong-view batches made on ``device``."""
-    loader = dm.train_dataloader()
-    loader.sampler.set_epoch(epoch)
-    sync(device)
-    start, cpu = time.perf_counter(), time.process_time()
-    for step, (images, _) in enumerate(loader):
-        if step == batches:
-            break
-        dm.make_views(images.to(device, non_blocking=True), epoch, step)
-    sync(device)
-    return time.perf_counter() - start, time.process_time() - cpu
+    return time_device_batches(dm, device, batches, epoch, dm.make_views)
 
 
 def torchvision_loader(dm, batch_size: int, workers: int) -> DataLoader:
-    train = dm._ensure_loaded().train
     transform = T.Compose(
         [
             T.RandomCrop(32, padding=4),
@@ -62,27 +54,7 @@ def torchvision_loader(dm, batch_size: int, workers: int) -> DataLoader:
             T.ToTensor(),
         ]
     )
-    items = ArrayItems(train.images, train.labels, dm.train_index, transform)
-    return DataLoader(
-        items,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    )
-
-
-def time_per_image(loader: DataLoader, device: torch.device, batches: int) -> tuple[float, float]:
-    """(wall, main-process CPU) seconds for ``batches`` torchvision batches on ``device``."""
-    sync(device)
-    start, cpu = time.perf_counter(), time.process_time()
-    for step, (images, _) in enumerate(loader):
-        if step == batches:
-            break
-        images.to(device, non_blocking=True)
-    sync(device)
-    return time.perf_counter() - start, time.process_time() - cpu
+    return per_image_loader(dm, transform, batch_size, workers)
 
 
 def main() -> None:

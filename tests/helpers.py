@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
@@ -183,3 +184,15 @@ def suite_trainer():
         enable_model_summary=False,
         use_distributed_sampler=False,
     )
+
+
+class InterruptAt(pl.Callback):
+    """Ctrl-C in the middle of epoch ``epoch``, after batch ``batch``: an interrupted run, for
+    resume tests."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            raise KeyboardInterrupt("interrupted for the test")

@@ -428,3 +428,27 @@ def test_command_line_suite_selection_overrides_an_experiments_tuned_suites(tmp_
     result = results_of(tmp_path / "clean")
     assert {r["suite"] for r in result["robustness"]} == {"clean"}
     assert "fgsm" not in result["config"]["suite"]
+
+
+def test_a_key_of_every_swept_method_but_not_the_default_points_to_the_plus_plus_fix(tmp_path):
+    """Hydra checks plain overrides against the group's default (erm) before a sweep starts, so
+    a key every swept option has (KD's and DKD's temperature) fails; the message names ``++``,
+    which works."""
+    proc = run_app("train", "-m", "method=kd,dkd", "method.temperature=2", cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "++method.temperature=..." in lines[0], proc.stderr
+    sweep = tmp_path / "sweep"
+    proc = run_app(
+        "train",
+        "-m",
+        "method=kd,dkd",
+        "++method.temperature=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    # both jobs start: each then stops at its own first check (no teacher was given)
+    assert "unknown key" not in proc.stderr
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for job in ("0", "1"):
+        assert results_of(sweep / job)["config"]["method"]["temperature"] == 2

@@ -639,7 +639,11 @@ def test_tiny_imagenet_sorts_val_by_its_annotations_file(tmp_path):
     annotations = write_tiny_imagenet(tmp_path)
     cfg = compose_train("data=tiny_imagenet", f"data.root={tmp_path}", "data.num_workers=0")
     kwargs = {k: v for k, v in cfg.data.items() if k != "name"}
-    assert kwargs["augment"] == {"crop_padding": 8, "flip": True}  # padding 8 at 64 px
+    assert {k: kwargs["augment"][k] for k in ("crop_padding", "flip")} == {
+        "crop_padding": 8,
+        "flip": True,
+    }  # padding 8 at 64 px
+    assert kwargs["augment"]["policy"] is None
     dm = build_datamodule("tiny_imagenet", **{**kwargs, "val_fraction": 0.0, "batch_size": 4})
     dm.setup("fit")
     assert dm.class_names == ["n01", "n02", "n03"] and dm.num_classes == 3

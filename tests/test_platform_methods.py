@@ -40,7 +40,7 @@ from robustlab.run.checkpoints import (
     load_classifier,
     load_module,
 )
-from tests.helpers import QUICK, compose_train, results_of, run_app
+from tests.helpers import QUICK, InterruptAt, compose_train, results_of, run_app
 
 
 def _classifier(seed: int = 0) -> nn.Module:
@@ -314,17 +314,6 @@ def test_two_optimizer_manual_stage_trains_both_parts_logs_and_skips_test_and_su
     assert not [w for w in recwarn if "monitored key" in str(w.message)]
 
 
-class _InterruptAt(pl.Callback):
-    """Ctrl-C in the middle of epoch ``epoch``, after batch ``batch``."""
-
-    def __init__(self, epoch: int, batch: int):
-        self.epoch, self.batch = epoch, batch
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
-            raise KeyboardInterrupt("interrupted for the test")
-
-
 def test_interrupted_two_optimizer_stage_resumes_to_the_uninterrupted_result(tmp_path):
     """Both optimisers' states and both schedules (per epoch and per step) come back from
     last.ckpt: weights, learning rates and optimiser moments equal an uninterrupted run's."""
@@ -333,7 +322,7 @@ def test_interrupted_two_optimizer_stage_resumes_to_the_uninterrupted_result(tmp
     train(_gan_cfg(*three), tmp_path / "full", extra_callbacks=(full,))
     run_dir = tmp_path / "interrupted"
     with pytest.raises(SystemExit):  # Lightning ends an interrupted fit with exit code 1
-        train(_gan_cfg(*three), run_dir, extra_callbacks=(_InterruptAt(2, 1),))
+        train(_gan_cfg(*three), run_dir, extra_callbacks=(InterruptAt(2, 1),))
     resumed = _Watch()
     train(_gan_cfg(*three, "resume=auto"), run_dir, extra_callbacks=(resumed,))
     for name, tensor in full.after.items():

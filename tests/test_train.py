@@ -286,9 +286,10 @@ EXPERIMENTS = sorted(
     p.relative_to(CONF / "experiment").with_suffix("").as_posix()
     for p in (CONF / "experiment").rglob("*.yaml")
     if not any(part.startswith("_") for part in p.relative_to(CONF / "experiment").parts)
-    # distillation students need their teacher runs (and CIFAR-100 / ImageNet):
-    # tests/test_distillation.py composes and validates every one of them
-    and p.relative_to(CONF / "experiment").parts[0] != "distill"
+    # distillation students need their teacher runs (and CIFAR-100 / ImageNet), HydraMix
+    # classifiers their stage-1 generator runs: tests/test_distillation.py and
+    # tests/test_hydramix.py compose and validate every one of them
+    and p.relative_to(CONF / "experiment").parts[0] not in ("distill", "hydramix")
 )
 
 
@@ -316,10 +317,16 @@ def test_every_experiment_config_composes_and_runs(name, tmp_path, request):
     """Each experiment config composes and runs a few steps on tiny batches (full-scale configs
     such as WRN, PGD-100 or Inception-v3 only compose and step). Real-data experiments skip
     without $ROBUSTLAB_DATA; ImageNet ones run on a fake two-class folder without weights."""
-    data = compose_train(f"experiment={name}").data.name
+    composed = compose_train(f"experiment={name}")
+    data = composed.data.name
     extra = []
     if data in ("mnist", "cifar10"):
         root = request.getfixturevalue(f"{data}_root")
+        extra = [f"data.root={root}"]
+    elif data == "svhn":
+        root = Path(os.environ.get("ROBUSTLAB_DATA", "data"))
+        if not (root / "train_32x32.mat").is_file():
+            pytest.skip("SVHN is not under $ROBUSTLAB_DATA")
         extra = [f"data.root={root}"]
     elif data == "imagenet":
         extra = [
@@ -328,6 +335,8 @@ def test_every_experiment_config_composes_and_runs(name, tmp_path, request):
             "data.resize=128",
             "model.weights=null",  # pretrained weights: tests/test_models.py, from a local cache
         ]
+    if composed.method.name == "introspective":  # a synthesis round of 2 images, 2 steps
+        extra += ["method.per_class=2", "method.langevin.steps=2", "method.winn.max_steps=2"]
     full = "_full" in name  # GPU-scale networks: the fewest images that exercise everything
     cfg = compose_train(
         f"experiment={name}",

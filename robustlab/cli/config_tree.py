@@ -91,6 +91,17 @@ def _chosen_option(missing: str, overrides: Sequence[str]) -> tuple[str, str]:
     return group, option
 
 
+def _swept_group(full_key: str, overrides: Sequence[str]) -> str | None:
+    """The group of ``full_key`` (e.g. ``method`` for ``method.prob``) when the command line
+    sweeps it over several options (``method=mixup,cutmix``), else None."""
+    group = full_key.split(".")[0]
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+~") == group and "," in value:
+            return group
+    return None
+
+
 def one_line(error: BaseException, overrides: Sequence[str] = ()) -> str:
     """Hydra's (often multi-line) error as one line naming the problem and the fix."""
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
@@ -112,6 +123,13 @@ def one_line(error: BaseException, overrides: Sequence[str] = ()) -> str:
             groups = [g for g in (loader.list_groups("") if loader else []) if g[0] != "_"]
             keys = sorted(set(keys) | {g for g in groups if g != "hydra"})
         where = f"in {parent}" if parent else "at the top level"
+        swept = _swept_group(full_key, overrides)
+        if swept:  # Hydra checks plain keys against the group's default before the sweep
+            return (
+                f"unknown key {full_key} in the default {swept} config, which Hydra checks "
+                f"before sweeping {swept}=...: if every swept option has it, force it with "
+                f"++{full_key}=...; keys {where}: {', '.join(keys)}"
+            )
         best = closest(key, keys)
         hint = f" (did you mean {parent + '.' if parent else ''}{best}?)" if best else ""
         return f"unknown key {full_key}{hint}; keys {where}: {', '.join(keys)}"

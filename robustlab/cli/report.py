@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--reference", metavar="FILE.yaml", help="paper numbers: source:, notes:, rows:")
     add(
+        "--baseline",
+        metavar="GROUP",
+        help="add an error-reduction column per accuracy column, (err_baseline − err) / "
+        "err_baseline with err = 1 − acc on group means; GROUP: a group label as shown in the "
+        "table, or key=value[,key=value] config values of one group, e.g. method=erm",
+    )
+    add(
         "--format",
         choices=("markdown", "csv", "both"),
         help="files written with --output: report.md, report.csv or both (default)",
@@ -148,7 +155,12 @@ def _run(args: argparse.Namespace) -> int:
     ref = load_reference(args.reference) if args.reference is not None else None
     groups = group_runs(load_runs(args.paths), args.group_by)
     table = aggregate(
-        groups, args.metrics, reference=ref, decimals=args.decimals, percent=args.percent
+        groups,
+        args.metrics,
+        reference=ref,
+        decimals=args.decimals,
+        percent=args.percent,
+        baseline=args.baseline,
     )
     markdown = to_markdown(table)
     sys.stdout.write(markdown)

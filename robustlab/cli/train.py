@@ -18,7 +18,7 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 from robustlab.cli.app import choice, hydra_app
 from robustlab.errors import CheckpointError
 from robustlab.reporting.report_card import write_report_card
-from robustlab.results import Results, provenance, scalar_metrics, write_results
+from robustlab.results import PICTURES, Results, provenance, scalar_metrics, write_results
 from robustlab.run.builders import build_data, build_run_method, config_container
 from robustlab.run.callbacks import LoggedHistory, build_callbacks
 from robustlab.run.checkpoints import load_checkpoint
@@ -26,7 +26,7 @@ from robustlab.run.distributed import distributed_job
 from robustlab.run.loggers import build_loggers
 from robustlab.run.trainer import build_trainer
 from robustlab.run.validation import validate_train
-from robustlab.suites.runner import run_suites
+from robustlab.suites.runner import check_suites_fit, run_suites
 
 log = logging.getLogger("robustlab")
 
@@ -87,6 +87,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
     with distributed_job():
         datamodule = build_data(cfg)
         method = build_run_method(cfg, datamodule)
+        if method.is_classifier:
+            check_suites_fit(cfg.get("suite"), datamodule, method.model, seed=int(cfg.seed))
         resume_from = resume_path(cfg.get("resume"), run_dir)
         loggers, history = resumed_loggers(cfg, run_dir, resume_from)
         callbacks, checkpoint = build_callbacks(
@@ -124,16 +126,16 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
             robustness=records,
             summary=summary,
             checkpoint=best,
+            subset=datamodule.subset_record(),
             config=config_container(cfg),
             provenance={**provenance(started, world_size=trainer.world_size), "suites": suites},
         )
         if trainer.is_global_zero:
             path = write_results(results, run_dir)
-            if records:
+            if records or (run_dir / PICTURES).is_dir():
                 write_report_card(results, run_dir, warnings=warnings, loggers=loggers)
-            log.info(
-                f"test/acc = {metrics.get('test/acc', float('nan')):.4f}; results: {path.resolve()}"
-            )
+            tested = f"test/acc = {metrics['test/acc']:.4f}; " if "test/acc" in metrics else ""
+            log.info(f"{tested}results: {path.resolve()}")
     return results
 
 

@@ -31,17 +31,25 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from robustlab.data.augment import crop_and_flip
 from robustlab.data.batches import ItemBatches
 from robustlab.data.groups import GroupBatchSampler, check_group_size
+from robustlab.data.policies import POLICY_DEFAULTS, apply_policies, build_policies
 from robustlab.data.sampler import ShardedBatchSampler
 from robustlab.data.seeding import generator_for
+from robustlab.data.segments import (
+    SEGMENTS_VIEW,
+    SegmentBatches,
+    crop_and_flip_segments,
+    segment_options,
+    timed_segments,
+)
 from robustlab.data.sources import ArraySource, FileSource
-from robustlab.data.subsets import samples_per_class, split_validation
+from robustlab.data.subsets import EpochPasses, samples_per_class, split_validation, subset_hash
 from robustlab.data.transforms import pil_transform
 from robustlab.data.views import make_views, view_recipes
 from robustlab.errors import ConfigError, DataNotFoundError, check
 from robustlab.perturbations.imageops import from_uint8
 
 ROOT_ENV = "ROBUSTLAB_DATA"
-AUGMENT_DEFAULTS: dict[str, Any] = {"crop_padding": 0, "flip": False}
+AUGMENT_DEFAULTS: dict[str, Any] = {"crop_padding": 0, "flip": False, **POLICY_DEFAULTS}
 AUTO = "auto"
 
 Source = ArraySource | FileSource
@@ -105,6 +113,9 @@ class ImageDataModule(pl.LightningDataModule):
             augmentation (independent streams).
         download: fetch missing files with the dataset's official download code.
         augment: ``{crop_padding: int (0 = off), flip: bool}`` training augmentation; None = off.
+            ``policy``: null, a name or a list of ``robustlab.data.policies`` (cutout,
+            random_erasing, autoaugment, trivialaugment) run in order on the training device
+            after the crop/flip, options under their names (e.g. ``cutout: {size: 16}``).
         device_augment: true => batched on the training device; false => per-image PIL
             transforms in the DataLoader (path b); "auto" => on for tensor-resident datasets.
         pin_memory: pin batches for faster host-to-GPU copies; "auto" => when CUDA is available.
@@ -119,6 +130,18 @@ class ImageDataModule(pl.LightningDataModule):
             (``robustlab.data.groups``); None => ordinary batches.
         group_repeats: whether an image may appear more than once in a group (drawn with
             replacement); false needs at least ``group_size`` training images per class.
+        subset_seed: seed of the validation hold-out and the N-shot draw (which images train),
+            independent of the training seed; None => ``seed``. The chosen images are
+            identified by :attr:`subset_hash` (recorded in checkpoints and results.json).
+        repeat: passes over the training images per epoch (>= 1; ``EpochPasses``).
+        epoch_images_per_class: K => an epoch is ``max(K // samples_per_class, 1)`` passes
+            over the N-shot subset, about K images per class (HydraMix: 500); replaces
+            ``repeat`` and needs ``samples_per_class``. None => ``repeat`` passes.
+        segments: ``{scale, min_size, sigma}`` (null keys: defaults by image size) => every
+            training image is segmented once at setup (Felzenszwalb, ``robustlab.data.segments``)
+            and training batches become ``(x, y, views)`` with ``views["segments"]`` its (B, H, W)
+            int64 label map, cropped and flipped exactly like ``x`` on the device (needs a
+            tensor-resident dataset and device augmentation). None => no segments.
     """
 
     name: str = ""
@@ -141,6 +164,10 @@ class ImageDataModule(pl.LightningDataModule):
         views: Sequence[str] | None = None,
         group_size: int | None = None,
         group_repeats: bool = False,
+        subset_seed: int | None = None,
+        repeat: int = 1,
+        epoch_images_per_class: int | None = None,
+        segments: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         check(
@@ -199,6 +226,39 @@ class ImageDataModule(pl.LightningDataModule):
             f"data.samples_per_class={samples_per_class}; lower data.group_size or set "
             "data.group_repeats=true",
         )
+        check(
+            subset_seed is None or (_is_int(subset_seed) and subset_seed >= 0),
+            f"data.subset_seed must be an integer >= 0 or null (= seed), got {subset_seed!r}",
+        )
+        check(
+            _is_int(repeat) and repeat >= 1, f"data.repeat must be an integer >= 1, got {repeat!r}"
+        )
+        check(
+            epoch_images_per_class is None
+            or (_is_int(epoch_images_per_class) and epoch_images_per_class >= 1),
+            "data.epoch_images_per_class must be an integer >= 1 or null, got "
+            f"{epoch_images_per_class!r}",
+        )
+        check(
+            epoch_images_per_class is None or (samples_per_class is not None and repeat == 1),
+            "data.epoch_images_per_class sets the passes over an N-shot subset: it needs "
+            f"data.samples_per_class (got {samples_per_class!r}) and data.repeat=1 "
+            f"(got {repeat!r})",
+        )
+        self.segment_options = segment_options(segments)
+        check(
+            self.segment_options is None or device_augment is not False,
+            "data.segments are cropped and flipped with x on the training device; set "
+            "data.device_augment=auto or true (not false)",
+        )
+        self._segments: Tensor | None = None
+        self.segment_seconds: float | None = None  # the one-off segmentation time
+        self.subset_seed = seed if subset_seed is None else subset_seed
+        self.passes = (
+            repeat
+            if epoch_images_per_class is None
+            else max(epoch_images_per_class // samples_per_class, 1)
+        )
         self.root = Path(root).expanduser() if root is not None else default_root()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
@@ -208,6 +268,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.seed = seed
         self.download = download
         self.augment = _parse_augment(augment)
+        self.policies = build_policies(self.augment)
         self.device_augment = device_augment
         self.pin_memory = torch.cuda.is_available() if pin_memory == AUTO else pin_memory
         self.drop_last = drop_last
@@ -250,10 +311,15 @@ class ImageDataModule(pl.LightningDataModule):
             data = self.load_data()
         train_index, val_index = torch.arange(len(data.train)), torch.zeros(0, dtype=torch.int64)
         if self.val_fraction > 0:
-            train_index, val_index = split_validation(len(data.train), self.val_fraction, self.seed)
+            train_index, val_index = split_validation(
+                len(data.train), self.val_fraction, self.subset_seed
+            )
         if self.samples_per_class is not None:
             keep = samples_per_class(
-                data.train.labels[train_index], self.samples_per_class, self.seed, data.class_names
+                data.train.labels[train_index],
+                self.samples_per_class,
+                self.subset_seed,
+                data.class_names,
             )
             train_index = train_index[keep]
         if self.group_size is not None:
@@ -321,6 +387,45 @@ class ImageDataModule(pl.LightningDataModule):
         return self._val_index
 
     @property
+    def subset_hash(self) -> str:
+        """Identity of the training images (:func:`~robustlab.data.subsets.subset_hash` of the
+        dataset name and :attr:`train_index`)."""
+        return subset_hash(self.name, self.train_index)
+
+    def subset_record(self) -> dict[str, Any]:
+        """What identifies the training images, for checkpoints and results.json."""
+        return {
+            "dataset": self.name,
+            "samples_per_class": self.samples_per_class,
+            "val_fraction": self.val_fraction,
+            "subset_seed": self.subset_seed,
+            "images": len(self.train_index),
+            "hash": self.subset_hash,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Lightning stores this in every checkpoint (under the class name): the training
+        subset (:meth:`subset_record`), read back by ``run.checkpoints.recorded_subset``."""
+        return {"subset": self.subset_record()}
+
+    @property
+    def train_segments(self) -> Tensor:
+        """Felzenszwalb label maps (N, H, W) int64 of the training images (in
+        :attr:`train_index` order), computed once on first use and kept
+        (``data.segments``)."""
+        check(self.segment_options is not None, "no data.segments configured for this dataset")
+        if self._segments is None:
+            train = self._ensure_loaded().train
+            check(
+                train.resident,
+                f"data.segments needs a tensor-resident dataset; data={self.name} reads image "
+                "files: set data.segments=null",
+            )
+            images = train.images[self._train_index]
+            self._segments, self.segment_seconds = timed_segments(images, self.segment_options)
+        return self._segments
+
+    @property
     def device_augment_active(self) -> bool:
         """Whether training batches are augmented on the device in ``on_after_batch_transfer``."""
         if not self._augment_on:
@@ -376,7 +481,13 @@ class ImageDataModule(pl.LightningDataModule):
             sampler = ShardedBatchSampler(
                 len(self._train_index), self.batch_size, mode="train", **shard
             )
-        return self._loader(data.train, self._train_index, sampler, train=True)
+        if self.passes > 1:
+            sampler = EpochPasses(sampler, self.passes)
+        wrap = None
+        if self.segment_options is not None:
+            segments = self.train_segments
+            wrap = lambda batches: SegmentBatches(batches, segments)  # noqa: E731
+        return self._loader(data.train, self._train_index, sampler, train=True, wrap=wrap)
 
     def val_dataloader(self) -> DataLoader | list:
         data = self._ensure_loaded()
@@ -471,6 +582,23 @@ class ImageDataModule(pl.LightningDataModule):
         generator = generator_for(self.seed, "augment", rank, epoch, step, device=images.device)
         return crop_and_flip(images, self.augment["crop_padding"], self.augment["flip"], generator)
 
+    def augment_segments(self, labels: Tensor, epoch: int, step: int, rank: int = 0) -> Tensor:
+        """The batch's label maps (B, H, W) cropped and flipped with the draws of
+        :meth:`augment_batch` (a generator with the same seed: the same offsets and flips)."""
+        generator = generator_for(self.seed, "augment", rank, epoch, step, device=labels.device)
+        padding, flip = self.augment["crop_padding"], self.augment["flip"]
+        return crop_and_flip_segments(labels, padding, flip, generator)
+
+    def apply_policies(self, images: Tensor, epoch: int, step: int, rank: int = 0) -> Tensor:
+        """``data.augment.policy`` on one training batch after its crop/flip: float [0, 1],
+        policy ``name`` seeded by (seed, "policy", name, rank, epoch, step), one draw per row."""
+        images = from_uint8(images) if images.dtype == torch.uint8 else images
+        generators = {
+            name: generator_for(self.seed, "policy", name, rank, epoch, step, device=images.device)
+            for name in self.policies
+        }
+        return apply_policies(images, self.policies, generators, lambda: self.mean)
+
     def make_views(self, images: Tensor, epoch: int, step: int, rank: int = 0) -> dict[str, Tensor]:
         """The ``data.views`` of one training batch of un-augmented images: float [0, 1],
         view ``name`` seeded by (seed, "view", name, rank, epoch, step), one draw per row."""
@@ -483,14 +611,19 @@ class ImageDataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """uint8 -> float [0, 1]; in training, batched crop/flip on the batch's device and,
-        with ``data.views``, ``(x, y, views)`` (views made from the un-augmented images)."""
-        images, labels = batch
+        with ``data.views``, ``(x, y, views)`` (views made from the un-augmented images); with
+        ``data.segments``, ``views["segments"]`` (cropped and flipped like ``x``)."""
+        segments = None
+        if self.segment_options is not None and len(batch) == 3:  # a training batch
+            images, labels, segments = batch
+        else:
+            images, labels = batch
         raw, views = images, None
         trainer = self.trainer
         if (
             trainer is not None
             and trainer.training
-            and (self.device_augment_active or self.view_recipes)
+            and (self.device_augment_active or self.view_recipes or self.policies)
         ):
             epoch = int(trainer.current_epoch)
             if epoch != self._augment_epoch:
@@ -498,9 +631,15 @@ class ImageDataModule(pl.LightningDataModule):
             step, rank = self._augment_step, int(trainer.global_rank)
             if self.device_augment_active:
                 images = self.augment_batch(images, epoch, step, rank)
+            if self.policies:
+                images = self.apply_policies(images, epoch, step, rank)
             if self.view_recipes:
                 views = self.make_views(raw, epoch, step, rank)
+            if segments is not None and self.device_augment_active:
+                segments = self.augment_segments(segments, epoch, step, rank)
             self._augment_step += 1
+        if segments is not None:
+            views = {**(views or {}), SEGMENTS_VIEW: segments}
         if images.dtype == torch.uint8:
             images = from_uint8(images)
         return (images, labels) if views is None else (images, labels, views)

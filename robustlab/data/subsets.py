@@ -1,12 +1,21 @@
-"""Seeded index subsets of a training set: validation hold-out and N-shot selection."""
+"""Seeded index subsets of a training set: validation hold-out and N-shot selection, the
+subset's identity (a stable hash of the chosen indices) and N-shot epochs of several passes."""
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Sampler
 
 from robustlab.data.seeding import generator_for
 from robustlab.errors import ConfigError
+
+#: hex digits of the sha256 digest kept as a subset's hash
+SUBSET_HASH_LENGTH = 16
 
 
 def split_validation(num_samples: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -60,3 +69,36 @@ def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor
     keep = torch.ones(len(labels), dtype=torch.bool)
     keep[held_index] = False
     return torch.nonzero(keep).flatten(), held_index
+
+
+def subset_hash(dataset: str, indices: Tensor) -> str:
+    """A stable identity of the training images a run uses: the first 16 hex digits of
+    ``sha256(dataset name, NUL, the sorted indices as little-endian int64)``. The same on every
+    machine and process, whatever the batch size, worker count or training seed; it changes
+    with the chosen images (``data.subset_seed``, ``samples_per_class``, ``val_fraction``)."""
+    ordered = np.sort(torch.as_tensor(indices).cpu().numpy().astype("<i8"))
+    digest = hashlib.sha256(dataset.encode() + b"\0" + ordered.tobytes())
+    return digest.hexdigest()[:SUBSET_HASH_LENGTH]
+
+
+class EpochPasses(Sampler[Tensor]):
+    """``passes`` consecutive epochs of ``sampler`` as one epoch (``data.repeat``): epoch e runs
+    the inner sampler's epochs ``e·passes … e·passes + passes − 1`` (each its own seeded shuffle
+    and, for groups, its own draw), so an N-shot run can count epochs of a fixed number of
+    images (HydraMix: ``max(500 // N, 1)`` passes over an N-per-class subset)."""
+
+    def __init__(self, sampler: Sampler[Tensor], passes: int) -> None:
+        if passes < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
+        self.sampler, self.passes, self.epoch = sampler, int(passes), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        for inner in range(self.epoch * self.passes, (self.epoch + 1) * self.passes):
+            self.sampler.set_epoch(inner)
+            yield from self.sampler
+
+    def __len__(self) -> int:
+        return self.passes * len(self.sampler)

@@ -19,6 +19,10 @@ from robustlab.methods.adversarial import AdversarialTraining
 from robustlab.methods.distillation import CRLD, DecoupledKD, KnowledgeDistillation
 from robustlab.methods.erm import ERM, TrainingOutput
 from robustlab.methods.generator_stage import GeneratorStage
+from robustlab.methods.hydramix import HydraMix
+from robustlab.methods.introspective import IntrospectiveTraining
+from robustlab.methods.mix_generator import MixGenerator
+from robustlab.methods.sample_mixing import CutMix, Mixup
 from robustlab.methods.selfsup import SelfSupervised
 from robustlab.methods.stability import StabilityTraining
 from robustlab.registry import construct, resolve
@@ -31,6 +35,11 @@ METHODS: dict[str, type] = {
     "kd": KnowledgeDistillation,
     "dkd": DecoupledKD,
     "crld": CRLD,
+    "mixup": Mixup,
+    "cutmix": CutMix,
+    "hydramix": HydraMix,
+    "mix_generator": MixGenerator,
+    "introspective": IntrospectiveTraining,
 }
 
 
@@ -62,9 +71,14 @@ def check_method_requirements(cfg: Mapping[str, Any]) -> None:
 
 
 __all__ = [
+    "CutMix",
     "ERM",
     "METHODS",
+    "Mixup",
     "GeneratorStage",
+    "HydraMix",
+    "IntrospectiveTraining",
+    "MixGenerator",
     "TrainingOutput",
     "build_method",
     "check_method_requirements",

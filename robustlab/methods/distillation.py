@@ -51,6 +51,7 @@ from robustlab.methods.consistency import (
 )
 from robustlab.methods.erm import ERM, TrainingOutput
 from robustlab.models import build_classifier
+from robustlab.models.base import is_stand_in
 from robustlab.run.checkpoints import frozen, load_classifier
 
 TEACHER_PREFIX = "teacher."
@@ -122,12 +123,6 @@ def build_teacher(source: str | Mapping[str, Any], student: nn.Module) -> nn.Mod
     std = options.pop("std", student.std.flatten().tolist())
     num_classes = pretrained_num_classes(name, options.get("arch"), options["weights"])
     return build_classifier(name, num_classes, student.in_channels, mean, std, **options).eval()
-
-
-def is_stand_in(model: nn.Module) -> bool:
-    """Whether ``model`` lives on PyTorch's ``meta`` device (the stand-in with which
-    :mod:`robustlab.run.validation` checks a method's options before any data is read)."""
-    return any(p.is_meta for p in model.parameters())
 
 
 def teacher_in_channels(teacher: nn.Module) -> int | None:

@@ -19,15 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch.nn.functional as F
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError
+from torchvision.utils import save_image
 
+from robustlab.data.segments import SEGMENTS_VIEW, available_segments
 from robustlab.errors import CheckpointError, check
 from robustlab.methods.optim import (
     OptimizerConfig,
@@ -39,6 +43,7 @@ from robustlab.methods.optim import (
     schedule_config,
 )
 from robustlab.methods.terms import build_terms
+from robustlab.results import PICTURES
 from robustlab.run.checkpoints import (
     CHECKPOINT_KEY,
     ExportedPart,
@@ -241,12 +246,15 @@ class ERM(pl.LightningModule):
         run's ``data`` config does not give this method its views or groups, or when a stage
         that trains no classifier would be tested or scored by suites."""
         name = cls.__name__
-        views = data.get("views") or ()
+        views = [*(data.get("views") or ()), *available_segments(data)]
         needed = cls.views_for(method or {})
         missing = [v for v in needed if v not in views]
+        recipes = [v for v in needed if v != SEGMENTS_VIEW]
+        fixes = [f"data.views=[{','.join(recipes)}]"] if set(missing) - {SEGMENTS_VIEW} else []
+        fixes += ["data.segments={}"] if SEGMENTS_VIEW in missing else []
         check(
             not missing,
-            f"{name} needs the training view(s) {missing}: set data.views=[{','.join(needed)}]",
+            f"{name} needs the training view(s) {missing}: set {' '.join(fixes)}",
         )
         group_size = data.get("group_size")
         grouped = isinstance(group_size, int) and not isinstance(group_size, bool)
@@ -447,6 +455,26 @@ class ERM(pl.LightningModule):
         for scheduler, every in zip(schedulers, self._schedule_intervals, strict=True):
             if every == interval:
                 scheduler.step()
+
+    # ----------------------------------------------------------------- pictures
+    def run_folder(self) -> Path:
+        """The run's folder (where ``checkpoints/`` is), or the trainer's root."""
+        dirpath = getattr(self.trainer.checkpoint_callback, "dirpath", None)
+        return Path(dirpath).parent if dirpath else Path(self.trainer.default_root_dir)
+
+    def save_picture(self, name: str, tiles: Tensor, columns: int) -> Path | None:
+        """Rank 0 saves ``tiles`` (T, C, H, W) in [0, 1] as a grid of ``columns`` columns to
+        ``<run dir>/pictures/<name>_epochEEE.png`` (the run's report.md shows every picture
+        there) and logs it to wandb as ``pictures/<name>``; returns the path (None off rank 0)."""
+        if not self.trainer.is_global_zero:
+            return None
+        path = self.run_folder() / PICTURES / f"{name}_epoch{self.current_epoch:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_image(tiles.detach().float().cpu(), path, nrow=columns, padding=1, pad_value=1.0)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=f"pictures/{name}", images=[str(path)], step=self.global_step)
+        return path
 
     # ----------------------------------------------------------------- checkpoints
     def exported_parts(self) -> dict[str, ExportedPart]:

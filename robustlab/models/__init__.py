@@ -33,6 +33,7 @@ from robustlab.models.resnet_cifar import (
     resnet56,
     resnet110,
 )
+from robustlab.models.resnet_winn import ResNetWinn, resnet32_winn
 from robustlab.models.shufflenetv1 import ShuffleNetV1, shufflenetv1
 from robustlab.models.shufflenetv2 import ShuffleNetV2, shufflenetv2
 from robustlab.models.small_cnn import SmallCNN, small_cnn
@@ -70,6 +71,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet110": resnet110,
     "resnet8x4": resnet8x4,
     "resnet32x4": resnet32x4,
+    "resnet32_winn": resnet32_winn,
     "preact_resnet18": preact_resnet18,
     "wide_resnet": wide_resnet,
     "wrn_16_2": wrn_16_2,
@@ -161,6 +163,7 @@ __all__ = [
     "MobileNetV1",
     "MobileNetV2",
     "PreActResNet",
+    "ResNetWinn",
     "ShuffleNetV1",
     "ShuffleNetV2",
     "SmallCNN",
@@ -181,6 +184,7 @@ __all__ = [
     "resnet20",
     "resnet32",
     "resnet32x4",
+    "resnet32_winn",
     "resnet44",
     "resnet56",
     "resnet110",

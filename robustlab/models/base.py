@@ -50,6 +50,12 @@ def eval_mode(module: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
             m.training = training
 
 
+def is_stand_in(model: nn.Module) -> bool:
+    """Whether ``model`` lives on PyTorch's ``meta`` device (the stand-in with which
+    :mod:`robustlab.run.validation` checks a method's options before any data is read)."""
+    return any(p.is_meta for p in model.parameters())
+
+
 def global_avg_pool(x: torch.Tensor) -> torch.Tensor:
     """Mean over the spatial axes: (B, C, H, W) -> (B, C)."""
     return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)

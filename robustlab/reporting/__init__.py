@@ -17,6 +17,9 @@ CSV, optionally next to a paper's reference numbers. Rules:
   the same (method, data, model). Seeds, hydra.*, logger.*, paths.* and path-like keys (*dir,
   *path, *root, *file, checkpoint) never split groups. --group-by replaces this with explicit
   dotted keys ("method", "data", "model" are the config choices).
+- Error reduction (--baseline GROUP, a group label or key=value pairs naming one group): after
+  each accuracy column, (err_baseline - err) / err_baseline with err = 1 - acc, on the group
+  means (no std); 0 on the baseline row. suite.<attack>.source paths never split groups.
 - Failed runs, Hydra job folders without results.json and runs missing a shown metric that
   other runs of their group have are listed under "Failed / incomplete runs" (a metric no run of
   a group has, e.g. ERM's stability loss, is just "—"); n counts the ok runs of a group.

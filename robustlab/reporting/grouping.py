@@ -51,13 +51,15 @@ def shown(value: Any) -> str:
 
 
 def ignored(key: str) -> bool:
-    """Keys that never split groups: seeds, hydra.*, logger.*, paths.* and path-like keys."""
+    """Keys that never split groups: seeds, hydra.*, logger.*, paths.*, path-like keys and the
+    transfer sources of attack suites (``suite.<attack>.source``: one run folder per seed)."""
     parts = key.split(".")
     return (
         parts[0] in ("hydra", "logger", "paths")
         or parts[-1] == "seed"
         or parts[-1].endswith("_seed")
         or bool(_PATHLIKE.search(parts[-1]))
+        or (parts[-1] == "source" and "suite" in parts[:-1])
     )
 
 

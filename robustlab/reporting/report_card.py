@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.reporting.plots import draw_panels, leveled_conditions
-from robustlab.results import Results, RobustnessRecord, format_level
+from robustlab.results import PICTURES, Results, RobustnessRecord, format_level
 
 
 def _by_suite(records: Sequence[RobustnessRecord]) -> dict[str, list[RobustnessRecord]]:
@@ -91,6 +91,8 @@ def suite_line(info: Mapping[str, Any]) -> str:
         parts.append(
             f"implementation: {info['backend']} ({info['package']} {info['package_version']})"
         )
+    if info.get("source"):
+        parts.append(f"transfer examples crafted on {info['source']}")
     return "; ".join(parts)
 
 
@@ -137,6 +139,12 @@ def write_report_card(
                 )
                 images[f"{suite}/{metric}"] = run_dir / "plots" / name
                 lines += [f"![{suite} {metric}](plots/{name})", ""]
+    pictures = sorted((run_dir / PICTURES).glob("*.png"))
+    if pictures:  # what the method drew while training (ERM.save_picture)
+        lines += ["## Pictures", ""]
+        for picture in pictures:
+            name = f"{PICTURES}/{picture.name}"
+            lines += [f"![{name}]({name})", ""]
     report = run_dir / "report.md"
     report.write_text("\n".join(lines))
     _log_to_wandb(loggers, results, images)

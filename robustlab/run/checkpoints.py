@@ -10,6 +10,9 @@ weights and how to build it) and every global random state, so that
   pretrained weights again (:func:`load_module`; :func:`load_classifier` is its ``model`` case);
 * ``resume`` continues bit-for-bit (:func:`restore_rng`).
 
+Beside it, Lightning stores the datamodule's state: the training subset's identity
+(:func:`recorded_subset`), so a later run can refuse a part trained on other images.
+
 The record's ``parts`` map each name to ``{"prefix", "factory", "kwargs"}``: ``factory`` is the
 import path of a callable (``pkg.module:name``) that ``factory(**kwargs)`` builds the module with
 (kwargs are plain config values), or null for the run's classifier, rebuilt from the stored
@@ -43,6 +46,8 @@ CHECKPOINT_FORMAT = 3
 MODEL_PREFIX = "model."
 #: the part every classifier run exports: its classifier, ``self.model`` of the method
 CLASSIFIER_PART = "model"
+#: the key of the training-subset record in the datamodule's checkpoint state
+SUBSET_STATE = "subset"
 #: torchvision archs whose pretrained weight sets switch on ``transform_input``
 _PRETRAINED_TRANSFORM_INPUT = ("inception_v3", "googlenet")
 
@@ -229,6 +234,20 @@ def model_state(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The classifier's own tensors: the ``model.`` part of the method's state dict (method
     parts such as pretext heads, teachers or metric states are left out)."""
     return _part_state(checkpoint, MODEL_PREFIX)
+
+
+def recorded_subset(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The training images of the run that wrote ``checkpoint`` (the record of
+    ``ImageDataModule.subset_record``: dataset, samples per class, subset seed, image count,
+    hash), read from the datamodule state Lightning stores under the datamodule's class name;
+    None when the checkpoint holds none (written before subsets were recorded)."""
+    for key, value in checkpoint.items():
+        if key in (CHECKPOINT_KEY, "state_dict") or not isinstance(value, Mapping):
+            continue
+        record = value.get(SUBSET_STATE)
+        if isinstance(record, Mapping) and isinstance(record.get("hash"), str):
+            return dict(record)
+    return None
 
 
 def _declared_parts(checkpoint: Mapping[str, Any], label: str = "checkpoint") -> dict[str, dict]:

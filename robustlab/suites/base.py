@@ -112,6 +112,11 @@ class EvaluationSuite(pl.LightningDataModule):
         self.max_images = max_images
         self.conditions: list[Condition] = []
 
+    def check_fits(self, num_classes: int, in_channels: int) -> None:
+        """Raise a one-line ConfigError if a model of this suite's own (e.g. a transfer
+        attack's source) cannot classify the evaluated images: ``num_classes`` classes of
+        ``in_channels``-channel images. Nothing to check by default."""
+
     # -------------------------------------------------------------- data
     def setup(self, stage: str | None = None) -> None:
         self.base.trainer = self.trainer

@@ -52,6 +52,20 @@ def build_suites(
     return suites
 
 
+def check_suites_fit(
+    suite_cfg: Mapping[str, Mapping] | None,
+    datamodule: pl.LightningDataModule,
+    model: nn.Module,
+    *,
+    seed: int = 0,
+) -> None:
+    """Before training: every suite's own models (a transfer attack's ``source``) classify
+    ``model``'s classes and channels, so a mismatch stops the run before its first step rather
+    than after it (one-line ConfigError)."""
+    for suite in build_suites(suite_cfg, datamodule, seed=seed).values():
+        suite.check_fits(model.num_classes, model.in_channels)
+
+
 def image_count(datamodule: pl.LightningDataModule, max_images: int | None) -> int | None:
     """Test images a suite limited to ``max_images`` sees (None if the data cannot tell)."""
     try:
