@@ -26,6 +26,15 @@ def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
     return int(value)  # type: ignore[arg-type]
 
 
+def check_positive_number(value: object, name: str) -> float:
+    """Return ``value`` as ``float`` or raise ConfigError unless it is a number > 0."""
+    check(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+        f"{name} must be a positive number, got {value!r}",
+    )
+    return float(value)  # type: ignore[arg-type]
+
+
 def check_dropout(value: object) -> float:
     """Return ``value`` as ``float`` or raise ConfigError unless it is a probability in [0, 1)."""
     check(

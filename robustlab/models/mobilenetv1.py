@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from robustlab.errors import check
-from robustlab.models.base import Backbone, global_avg_pool, init_weights
+from robustlab.models.base import Backbone, check_positive_number, global_avg_pool, init_weights
 
 #: (output channels, stride) of the 13 depthwise-separable layers (Howard et al., Table 1).
 LAYERS: tuple[tuple[int, int], ...] = (
@@ -60,12 +60,7 @@ class MobileNetV1(Backbone):
         stem_stride: int = 1,
     ) -> None:
         super().__init__(num_classes, in_channels)
-        check(
-            isinstance(width_mult, (int, float))
-            and not isinstance(width_mult, bool)
-            and width_mult > 0,
-            f"width_mult must be a positive number, got {width_mult!r}",
-        )
+        check_positive_number(width_mult, "width_mult")
         check(stem_stride in (1, 2), f"stem_stride must be 1 or 2, got {stem_stride!r}")
 
         def scaled(c: int) -> int:

@@ -7,7 +7,13 @@ import torch
 from torch import nn
 
 from robustlab.errors import check
-from robustlab.models.base import Backbone, check_positive_int, global_avg_pool, init_weights
+from robustlab.models.base import (
+    Backbone,
+    check_positive_int,
+    check_positive_number,
+    global_avg_pool,
+    init_weights,
+)
 
 #: (expansion t, output channels c, repeats n, first stride s) per stage; ``None`` means the
 #: network's expansion factor. Stage 2 has stride 1 instead of the paper's 2 (CIFAR adaptation).
@@ -72,12 +78,7 @@ class MobileNetV2(Backbone):
         stem_stride: int = 1,
     ) -> None:
         super().__init__(num_classes, in_channels)
-        check(
-            isinstance(width_mult, (int, float))
-            and not isinstance(width_mult, bool)
-            and width_mult > 0,
-            f"width_mult must be a positive number, got {width_mult!r}",
-        )
+        check_positive_number(width_mult, "width_mult")
         expansion = check_positive_int(expansion, "expansion")
         check(stem_stride in (1, 2), f"stem_stride must be 1 or 2, got {stem_stride!r}")
 
