@@ -179,6 +179,19 @@ def test_multirun_layout_grouping_ignores_seed_and_lists_unfinished(tmp_path: Pa
     assert path.endswith("10-00-00/4") and problem.startswith("incomplete: no results.json")
 
 
+def test_run_control_overrides_do_not_split_groups(tmp_path: Path) -> None:
+    # seed 0 started plainly, seeds 1 and 2 by a restartable script (resume=auto, no progress
+    # bar): one group of three, mean (0.5 + 0.6 + 0.7) / 3
+    write_run(tmp_path / "s0", seed=0, acc=0.5, overrides=ovr(0.1, 0))
+    for seed, acc in ((1, 0.6), (2, 0.7)):
+        controls = ["resume=auto", "trainer.enable_progress_bar=false"]
+        write_run(tmp_path / f"s{seed}", seed=seed, acc=acc, overrides=ovr(0.1, seed) + controls)
+    groups = group_runs(load_runs([tmp_path]))
+    assert [(g.label, len(g.runs)) for g in groups] == [("stability (mnist, small_cnn)", 3)]
+    (row,) = aggregate(groups, ["test/acc"]).rows
+    assert (row.n, row.stats["test/acc"].mean) == (3, pytest.approx(0.6))
+
+
 def test_grouping_without_overrides_diffs_configs(tmp_path: Path) -> None:
     # data.root, trainer.default_root_dir and seed differ per run but must not split groups
     write_run(tmp_path / "r0", seed=0, acc=0.5, alpha=0.1)

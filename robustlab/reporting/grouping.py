@@ -50,12 +50,19 @@ def shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
+#: run-control keys that change how a run is driven, never its numbers (resume continues to the
+#: same results as an uninterrupted run; progress bars and summaries only print)
+RUN_CONTROL = frozenset({"resume", "trainer.enable_progress_bar", "trainer.enable_model_summary"})
+
+
 def ignored(key: str) -> bool:
-    """Keys that never split groups: seeds, hydra.*, logger.*, paths.*, path-like keys and the
-    transfer sources of attack suites (``suite.<attack>.source``: one run folder per seed)."""
+    """Keys that never split groups: seeds, hydra.*, logger.*, paths.*, path-like keys, the
+    run-control keys (``RUN_CONTROL``) and the transfer sources of attack suites
+    (``suite.<attack>.source``: one run folder per seed)."""
     parts = key.split(".")
     return (
-        parts[0] in ("hydra", "logger", "paths")
+        key in RUN_CONTROL
+        or parts[0] in ("hydra", "logger", "paths")
         or parts[-1] == "seed"
         or parts[-1].endswith("_seed")
         or bool(_PATHLIKE.search(parts[-1]))
