@@ -6,7 +6,7 @@
 # 2. the small-CNN student alone, with KD, DKD, CRLD and KD+CRLD, seeds 0-2 (other students and
 #    seeds: STUDENTS="ard" SEEDS="0" bash ... scarce, the ARD row of RESULTS.md):
 #    scarce: 50 labelled images per class (each seed draws its own subset), batch 64, 100 epochs;
-#    tenth:  500 labelled images per class (a tenth of the training split), batch 128, 30 epochs;
+#    tenth:  500 labelled images per class (a tenth of the training split), batch 128, 20 epochs;
 #    full:   all 45,000 training images, batch 128, the configs' 30 epochs (about 1.5 h per CRLD
 #            student on a 2-core CPU: RESULTS.md reports scarce and tenth);
 # 3. robustlab-report: mean ± std over the seeds, beside reference.yaml, in $RUNS/distill/cifar10/<budget>/report.
@@ -21,7 +21,7 @@ SEEDS=${SEEDS:-0 1 2}
 case $BUDGET in
   scarce) BUDGET_ARGS=(data.samples_per_class=50 data.batch_size=64 trainer.max_epochs=100
                        trainer.check_val_every_n_epoch=10) ;;
-  tenth)  BUDGET_ARGS=(data.samples_per_class=500) ;;
+  tenth)  BUDGET_ARGS=(data.samples_per_class=500 trainer.max_epochs=20) ;;
   full)   BUDGET_ARGS=() ;;
   *) echo "run_reduced.sh: unknown budget '$BUDGET'; use scarce, tenth or full" >&2; exit 2 ;;
 esac

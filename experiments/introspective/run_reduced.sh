@@ -3,7 +3,7 @@
 # Usage (from the repository root):
 #   ROBUSTLAB_DATA=$ROBUSTLAB_DATA ROBUSTLAB_RUNS=$RUNS bash experiments/introspective/run_reduced.sh [part ...]
 # Parts (default: all, in this order; each skips its finished runs and resumes unfinished ones):
-#   mnist     full MNIST: ERM, ICN (K+1 form), ICN (one-vs-rest form), WINN; seeds 0-2
+#   mnist     full MNIST: ERM, ICN (K+1 form) and WINN, seeds 0-2; ICN's one-vs-rest form, seed 0
 #   transfer  FGSM at eps 0.125 crafted on the ERM model of the next seed ((s+1) mod 3) and scored
 #             on every model of the mnist part (WINN's "referee" transfer; robustlab-eval)
 #   sizes     MNIST subsets of 10, 30, 100 and 300 images per class (subset drawn by the seed),
@@ -48,7 +48,9 @@ for part in $PARTS; do
   case $part in
     mnist)
       for seed in $SEEDS; do
-        for name in erm icn icn_ovr winn; do
+        names="erm icn winn"
+        [ "$seed" = 0 ] && names="erm icn icn_ovr winn"
+        for name in $names; do
           train "$ROOT/mnist/full/$name/seed$seed" mnist "$name" "$seed"
         done
       done ;;
@@ -56,6 +58,7 @@ for part in $PARTS; do
       for seed in $SEEDS; do
         source_dir=$ROOT/mnist/full/erm/seed$(((seed + 1) % 3))
         for name in erm icn icn_ovr winn; do
+          [ -d "$ROOT/mnist/full/$name/seed$seed" ] || continue
           dir=$ROOT/mnist/transfer/$name/seed$seed
           if grep -qs '"status": "ok"' "$dir/results.json"; then continue; fi
           $EVAL checkpoint="$ROOT/mnist/full/$name/seed$seed" 'suite=[fgsm]' \
