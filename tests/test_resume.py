@@ -363,6 +363,20 @@ def test_last_ckpt_holds_the_final_epoch_not_the_best(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch000.ckpt", LAST]
 
 
+def test_last_ckpt_follows_save_weights_only(tmp_path):
+    """last.ckpt is written like the top-k files: full state by default (optimiser, loops,
+    callbacks: what resume needs), weights only with save_weights_only=True."""
+    torch.manual_seed(0)
+    _fit(tmp_path / "full", epochs=1)
+    torch.manual_seed(0)
+    _fit(tmp_path / "weights", epochs=1, save_weights_only=True)
+    full = torch.load(tmp_path / "full" / LAST, weights_only=False)
+    weights = torch.load(tmp_path / "weights" / LAST, weights_only=False)
+    assert {"optimizer_states", "callbacks"} <= set(full)
+    assert not {"optimizer_states", "callbacks"} & set(weights)
+    assert torch.equal(weights["state_dict"]["layer.weight"], full["state_dict"]["layer.weight"])
+
+
 class _FailsInSecondEpoch(_Falling):
     def training_step(self, batch, batch_idx):
         if self.current_epoch == 1 and batch_idx == 1:

@@ -57,7 +57,7 @@ class RunCheckpoint(ModelCheckpoint):
             super().on_train_epoch_end(trainer, pl_module)
             if self.keep_last and not trainer.sanity_checking and not trainer.fast_dev_run:
                 self.last_model_path = str(Path(self.dirpath) / LAST)
-                trainer.save_checkpoint(self.last_model_path)
+                trainer.save_checkpoint(self.last_model_path, weights_only=self.save_weights_only)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         with sigterm_deferred():
