@@ -121,6 +121,13 @@ def test_reconstruction_loss_is_1000_mse_per_source_summed():
     reconstructions[0, 1, 0, 0, 0] = 2.0  # source 1: one of 8 pixels off by 2 -> MSE 4/8
     assert reconstruction_loss(reconstructions, sources).item() == pytest.approx(1000 * 1.5)
     assert reconstruction_loss(reconstructions, sources, weight=1).item() == pytest.approx(1.5)
+    # non-zero sources (the error is x̂ − x, not x̂ + x) and a batch of 3 for 2 sources (the mean
+    # runs over the batch, the sum over the sources): source 0 errors 1, 3, 2 -> mean of squares
+    # 14/3; source 1 exact
+    sources = torch.full((3, 2, 1, 1, 1), 0.5)
+    reconstructions = sources.clone()
+    reconstructions[:, 0, 0, 0, 0] = torch.tensor([1.5, 3.5, 2.5])
+    assert reconstruction_loss(reconstructions, sources, weight=1).item() == pytest.approx(14 / 3)
 
 
 def test_laplacian_loss_on_hand_computed_images():
@@ -145,6 +152,9 @@ def test_least_squares_gan_losses():
     assert lsgan_generator_loss(torch.tensor([0.5, 1.5])).item() == pytest.approx(0.25)
     real, fake = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     assert lsgan_discriminator_loss(real, fake).item() == pytest.approx(0.5 + 0.5)
+    # scores away from 0 and 1: mean (D(x) − 1)² = (0.25 + 0.09) / 2, mean D(G(z))² = (4 + 0.25) / 2
+    real, fake = torch.tensor([0.5, 1.3]), torch.tensor([2.0, -0.5])
+    assert lsgan_discriminator_loss(real, fake).item() == pytest.approx(0.17 + 2.125)
 
 
 # ------------------------------------------------------------------------------ the stage

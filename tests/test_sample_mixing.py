@@ -43,6 +43,17 @@ def test_mixed_cross_entropy_is_the_lambda_weighted_ce_of_both_labels_by_hand():
         float(torch.nn.functional.cross_entropy(logits, a))
     )
     assert torch.equal(dominant_labels(a, b, 0.5), a) and torch.equal(dominant_labels(a, b, 0.4), b)
+    # label smoothing s on both terms: CE_s(z, k) = −(1 − s)·log p_k − (s / K)·Σ_c log p_c
+    s, k = 0.3, 3
+
+    def smoothed(row: list[float], label: int) -> float:
+        return -(1 - s) * row[label] - s / k * sum(row)
+
+    expected = (lam * smoothed(log_p[0], 0) + (1 - lam) * smoothed(log_p[0], 1)) / 2
+    expected += (lam * smoothed(log_p[1], 2) + (1 - lam) * smoothed(log_p[1], 1)) / 2
+    assert float(mixed_cross_entropy(logits, a, b, lam, label_smoothing=s)) == pytest.approx(
+        expected, rel=1e-6
+    )
 
 
 def constant_rows(n: int = 8, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

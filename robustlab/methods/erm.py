@@ -90,7 +90,11 @@ def initialise_from_checkpoint(model: nn.Module, path: str) -> list[str]:
     source = load_classifier(path).state_dict()
     target = model.state_dict()
     matched = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
-    features = [k for k in matched if k.startswith("backbone.") and ".classifier." not in f".{k}"]
+    features = [  # weights, not counters (BatchNorm's num_batches_tracked fits any width)
+        k
+        for k, v in matched.items()
+        if k.startswith("backbone.") and ".classifier." not in f".{k}" and v.is_floating_point()
+    ]
     if not features:
         raise CheckpointError(
             f"method.init_from={path}: none of its weights fit this model; was it trained "
@@ -118,10 +122,11 @@ def freeze_except(model: nn.Module, trainable: str | list[str]) -> list[nn.Modul
     )
     frozen = []
     for name, module in model.named_modules():
-        own = list(module.parameters(recurse=False))
-        if own and not any(f"{name}.".startswith(p) or name.startswith(p) for p in prefixes):
-            for parameter in own:
-                parameter.requires_grad_(False)
+        own = list(module.named_parameters(prefix=name, recurse=False))
+        outside = [p for full, p in own if not any(full.startswith(q) for q in prefixes)]
+        for parameter in outside:
+            parameter.requires_grad_(False)
+        if own and len(outside) == len(own):  # no parameter of its own left to train
             frozen.append(module)
     return frozen
 
