@@ -40,4 +40,5 @@ for seed in $SEEDS; do
   done
 done
 $REPORT "$ROOT/teacher" "$ROOT/$BUDGET" --reference experiments/distillation/reference.yaml \
-  --output "$ROOT/$BUDGET/report"
+  --group-by experiment --metrics test/acc corruptions/mean_acc pgd_linf/acc@2/255 pgd_linf/acc@8/255 \
+  clean/ece --output "$ROOT/$BUDGET/report"

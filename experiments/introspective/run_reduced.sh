@@ -85,7 +85,9 @@ for part in $PARTS; do
       out=$ROOT/report
       $REPORT "$ROOT/mnist/full" --baseline method=erm --reference experiments/introspective/reference.yaml \
         --output "$out/mnist"
-      $REPORT "$ROOT/mnist/transfer" --baseline method=erm --output "$out/mnist_transfer"
+      # robustlab-eval runs: the variant is in the evaluated run's config (train.*)
+      $REPORT "$ROOT/mnist/transfer" --baseline method=erm --output "$out/mnist_transfer" \
+        --group-by method train.method.variant train.method.icn_form
       for n in 10 30 100 300; do
         $REPORT "$ROOT/mnist/sizes/n$n" --baseline method=erm --output "$out/mnist_sizes/n$n"
       done
