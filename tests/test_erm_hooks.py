@@ -809,7 +809,9 @@ def _expected_grid() -> torch.Tensor:
     return grid
 
 
-def test_pictures_are_saved_per_epoch_in_the_run_folder_and_logged_to_wandb(tmp_path):
+def test_pictures_are_saved_per_epoch_in_the_run_folder_and_logged_to_wandb(tmp_path, monkeypatch):
+    # WandbLogger(offline=True) sets WANDB_MODE in the process: restored after the test
+    monkeypatch.setenv("WANDB_MODE", "offline")
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import WandbLogger
     from torchvision.io import read_image

@@ -183,6 +183,14 @@ def test_resumed_wandb_logger_continues_the_stored_run_id(tmp_path, monkeypatch)
     assert fresh._wandb_init["id"] != "abc12345"
 
 
+def test_wandb_mode_dryrun_is_offline(tmp_path, monkeypatch):
+    """wandb's older name for offline (what Lightning's WandbLogger(offline=True) puts in
+    WANDB_MODE, which logger.wandb.mode reads) starts an offline logger, not an error."""
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    (logger,) = resumed_loggers(_logger_cfg(wandb={"mode": "dryrun"}), tmp_path, None)[0]
+    assert logger._wandb_init["mode"] == "offline"
+
+
 def test_resumed_run_purges_tensorboard_and_keeps_csv_rows_up_to_the_checkpoint(tmp_path):
     ckpt = _checkpoint(tmp_path / "checkpoints" / "last.ckpt", _loops(4))
     _write_csv(

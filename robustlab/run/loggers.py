@@ -84,6 +84,9 @@ def wandb_logger(
     ``resume_run``: continue the wandb run this run folder logged into before (a resumed
     training run), so its history stays one run.
     """
+    # "dryrun" is wandb's older name for offline (Lightning's WandbLogger(offline=True) still
+    # sets WANDB_MODE=dryrun in the process environment, which the config reads)
+    mode = "offline" if mode == "dryrun" else mode
     if mode not in ("online", "offline", "disabled"):
         raise ConfigError(f"logger.wandb.mode={mode!r}; choose online, offline or disabled")
     job = _job or JobIdentity()
