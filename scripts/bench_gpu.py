@@ -23,8 +23,8 @@ PGD-10 adversarial training (Madry et al., ICLR 2018): l∞ ε = 8/255, step α 
 random start in the ball, the attack with the model in eval mode (robustlab's default
 ``attack_in_eval_mode``), then cross-entropy on the adversarial batch in train mode. The plain
 side runs :func:`plain_pgd`, written here with the arithmetic of ``robustlab.attacks.pgd`` (the
-test checks both give the same examples). robustlab's step also runs one no-grad forward of the
-clean batch for ``train/acc``; the plain loop does not.
+test checks both give the same examples). Both sides also run the no-grad eval-mode forward of
+the clean batch that robustlab's step makes for ``train/acc``: the same work on each side.
 
 Timing: ``--warmup`` steps excluded, the device drained at both ends, robustlab and plain
 interleaved over ``--repeats`` runs (which goes first alternates), the median reported.
@@ -133,11 +133,17 @@ def plain_images_per_s(cfg, dm, args, device: torch.device, attack: Attack | Non
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             if attack is not None:
                 model.eval()
-                x = plain_pgd(
+                x_adv = plain_pgd(
                     model, x, y, eps=attack.eps, step_size=attack.step_size, steps=attack.steps
                 )
                 model.train()
-            loss = F.cross_entropy(model(x), y)
+                loss = F.cross_entropy(model(x_adv), y)
+                with torch.no_grad():  # clean accuracy, as robustlab's train/acc
+                    model.eval()
+                    model(x)
+                    model.train()
+            else:
+                loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

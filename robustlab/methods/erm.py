@@ -331,31 +331,32 @@ class ERM(pl.LightningModule):
             self.step_schedules("step")
         return out.loss
 
+    @property
+    def shows_progress_bar(self) -> bool:
+        """Whether the attached trainer draws a progress bar."""
+        return self._trainer is not None and self.trainer.progress_bar_callback is not None
+
     def log_training(self, out: TrainingOutput, y: Tensor | None) -> None:
         """``train/loss`` (per step and epoch), ``train/acc`` of ``out.logits`` against ``y``
         when both exist and the method is a classifier, and ``train/<name>`` for each of
         ``out.logs`` (epoch means weighted by the batch size, over all processes: the same
-        number on every rank and for any world size)."""
+        number on every rank and for any world size). The loss and accuracy go to the progress
+        bar only when the trainer shows one: Lightning reads every progress-bar value back to the
+        host after each step, a device synchronisation that would stall an asynchronous GPU
+        pipeline once per step for a bar nobody sees."""
         batch_size = len(y) if y is not None else None
+        show = self.shows_progress_bar
         self.log(
             "train/loss",
             out.loss.detach(),
-            prog_bar=True,
+            prog_bar=show,
             on_step=True,
             on_epoch=True,
             batch_size=batch_size,
             sync_dist=True,
         )
         if self.is_classifier and out.logits is not None and y is not None:
-            self.train_acc(out.logits.detach(), y)
-            self.log(
-                "train/acc",
-                self.train_acc,
-                on_step=False,
-                on_epoch=True,
-                prog_bar=True,
-                batch_size=batch_size,
-            )
+            self.train_acc.update(out.logits.detach(), y)  # logged once, at the epoch's end
         for name, value in out.logs.items():
             self.log(
                 f"train/{name}",
@@ -391,6 +392,14 @@ class ERM(pl.LightningModule):
             module.eval()
 
     def on_train_epoch_end(self) -> None:
+        """``train/acc`` of the epoch (over all processes), then the epoch's schedules of a
+        method that steps its own optimisers. The accuracy is logged here, not per step:
+        Lightning moves a logged metric object to its device on every ``log`` call, host
+        work that would be paid once per step."""
+        if self.is_classifier and self.train_acc.update_called:
+            show = self.shows_progress_bar
+            self.log("train/acc", self.train_acc.compute(), on_epoch=True, prog_bar=show)
+            self.train_acc.reset()
         if not self.automatic_optimization:
             self.step_schedules("epoch")
 
