@@ -5,6 +5,7 @@ torchvision DataLoader that batched augmentation is compared with."""
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -12,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_module
 from torch.utils.data import DataLoader
 
+from robustlab.cli.train import train
 from robustlab.data import build_datamodule
 from robustlab.data.items import ArrayItems
 from robustlab.errors import DataNotFoundError
@@ -38,6 +40,21 @@ def compose_config(*overrides: str):
     """The ``robustlab-train`` config with ``overrides``, composed in-process."""
     with initialize_config_module(config_module="robustlab.conf", version_base="1.3"):
         return compose(config_name="train", overrides=list(overrides))
+
+
+def train_one_step(folder, *overrides: str):
+    """A ``robustlab-train`` run in ``folder`` stopped after one optimiser step, with no test and
+    no suites: enough for a part (teacher, generator) another run loads. Returns ``folder``."""
+    cfg = compose_config(
+        *overrides,
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.enable_progress_bar=false",
+        "test=false",
+        "suite=[]",
+    )
+    train(cfg, folder)
+    return folder
 
 
 def timed(step: Callable[[], object], steps: int, device: torch.device) -> float:
@@ -99,3 +116,29 @@ def time_device_batches(
         work(images.to(device, non_blocking=True), epoch, step)
     sync(device)
     return time.perf_counter() - start, time.process_time() - cpu
+
+
+def batched_vs_per_image(
+    time_batched: Callable[..., tuple[float, float]],
+    dm,
+    workers: DataLoader,
+    in_process: DataLoader,
+    device: torch.device,
+    batches: int,
+    repeats: int,
+) -> tuple[float, float, float, float]:
+    """Medians over ``repeats`` interleaved runs, after a warm-up of each side: (a) images/s and
+    images/CPU-s of ``time_batched(dm, device, batches, epoch=...)`` (robustlab's batched side),
+    (b) images/s of the per-image ``workers`` loader and images/CPU-s of ``in_process``."""
+    images = batches * dm.batch_size
+    time_batched(dm, device, 2, epoch=0)
+    time_per_image(workers, device, 2)
+    time_per_image(in_process, device, 2)
+    a_wall, a_cpu, b_wall, b_cpu = [], [], [], []
+    for repeat in range(repeats):
+        wall, cpu = time_batched(dm, device, batches, epoch=repeat + 1)
+        a_wall.append(images / wall)
+        a_cpu.append(images / cpu)
+        b_wall.append(images / time_per_image(workers, device, batches)[0])
+        b_cpu.append(images / time_per_image(in_process, device, batches)[1])
+    return tuple(statistics.median(v) for v in (a_wall, a_cpu, b_wall, b_cpu))

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _bench import compose_config, timed  # scripts/_bench.py
+from _bench import compose_config, timed, train_one_step  # scripts/_bench.py
 
-from robustlab.cli.train import train
 from robustlab.run.builders import build_data, build_run_method
 
 
@@ -44,17 +43,7 @@ def data_overrides(args: argparse.Namespace) -> list[str]:
 
 def train_teacher(args: argparse.Namespace, folder: Path) -> Path:
     """Step one of the pipeline: a teacher run folder (one optimiser step is enough here)."""
-    cfg = compose_config(
-        *data_overrides(args),
-        f"model={args.teacher}",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=1",
-        "trainer.enable_progress_bar=false",
-        "test=false",
-        "suite=[]",
-    )
-    train(cfg, folder)
-    return folder
+    return train_one_step(folder, *data_overrides(args), f"model={args.teacher}")
 
 
 def main() -> None:

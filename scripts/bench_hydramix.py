@@ -28,9 +28,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _bench import compose_config, timed  # scripts/_bench.py
+from _bench import compose_config, timed, train_one_step  # scripts/_bench.py
 
-from robustlab.cli.train import train
 from robustlab.run.builders import build_data, build_run_method
 
 
@@ -51,19 +50,13 @@ def generator_overrides(args: argparse.Namespace) -> list[str]:
 
 def train_generator(args: argparse.Namespace, folder: Path) -> Path:
     """Stage 1: a mix_generator run folder (one optimiser step is enough here)."""
-    cfg = compose_config(
+    return train_one_step(
+        folder,
         *data_overrides(args),
         "method=mix_generator",
         *generator_overrides(args),
         "method.pictures_every=0",
-        "trainer.max_epochs=1",
-        "trainer.limit_train_batches=1",
-        "trainer.enable_progress_bar=false",
-        "test=false",
-        "suite=[]",
     )
-    train(cfg, folder)
-    return folder
 
 
 def main() -> None:

@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 
 import torch
 from _bench import (
+    batched_vs_per_image,
     cifar10_or_synthetic,
     per_image_loader,
     time_device_batches,
-    time_per_image,
 )  # scripts/
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
@@ -80,18 +79,9 @@ def bench(policy: str, args, device: torch.device) -> tuple[float, float, float,
     dm = make_datamodule(args.batch_size, policy)
     workers = torchvision_loader(dm, args.batch_size, args.workers, policy)
     in_process = torchvision_loader(dm, args.batch_size, 0, policy)
-    images = args.batches * args.batch_size
-    time_batched(dm, device, 2, epoch=0)  # warm-up
-    time_per_image(workers, device, 2)
-    time_per_image(in_process, device, 2)
-    a_wall, a_cpu, b_wall, b_cpu = [], [], [], []
-    for repeat in range(args.repeats):
-        wall, cpu = time_batched(dm, device, args.batches, epoch=repeat + 1)
-        a_wall.append(images / wall)
-        a_cpu.append(images / cpu)
-        b_wall.append(images / time_per_image(workers, device, args.batches)[0])
-        b_cpu.append(images / time_per_image(in_process, device, args.batches)[1])
-    return tuple(statistics.median(v) for v in (a_wall, a_cpu, b_wall, b_cpu))
+    return batched_vs_per_image(
+        time_batched, dm, workers, in_process, device, args.batches, args.repeats
+    )
 
 
 def main() -> None:

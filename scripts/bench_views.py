@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 
 import torch
 from _bench import (
+    batched_vs_per_image,
     cifar10_or_synthetic,
     per_image_loader,
     time_device_batches,
-    time_per_image,
 )  # scripts/
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
@@ -76,19 +75,9 @@ def main() -> None:
     dm = make_datamodule(args.batch_size)
     workers = torchvision_loader(dm, args.batch_size, args.workers)
     in_process = torchvision_loader(dm, args.batch_size, 0)
-    views = args.batches * args.batch_size
-    time_batched(dm, device, 2, epoch=0)  # warm-up
-    time_per_image(workers, device, 2)
-    time_per_image(in_process, device, 2)
-    a_wall, a_cpu, b_wall, b_cpu = [], [], [], []
-    for repeat in range(args.repeats):
-        wall, cpu = time_batched(dm, device, args.batches, epoch=repeat + 1)
-        a_wall.append(views / wall)
-        a_cpu.append(views / cpu)
-        b_wall.append(views / time_per_image(workers, device, args.batches)[0])
-        b_cpu.append(views / time_per_image(in_process, device, args.batches)[1])
-    a, b = statistics.median(a_wall), statistics.median(b_wall)
-    a_per_cpu, b_per_cpu = statistics.median(a_cpu), statistics.median(b_cpu)
+    a, a_per_cpu, b, b_per_cpu = batched_vs_per_image(
+        time_batched, dm, workers, in_process, device, args.batches, args.repeats
+    )
     print(
         f"device={device} cpu={platform.processor() or platform.machine()} "
         f"threads={torch.get_num_threads()} cores={os.cpu_count()} load={os.getloadavg()[0]:.1f} "
