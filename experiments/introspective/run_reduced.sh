@@ -7,7 +7,7 @@
 #   transfer  FGSM at eps 0.125 crafted on the ERM model of the next seed ((s+1) mod 3) and scored
 #             on every model of the mnist part (WINN's "referee" transfer; robustlab-eval)
 #   sizes     MNIST subsets of 10, 30, 100 and 300 images per class (subset drawn by the seed),
-#             ERM, ICN and WINN, seeds 0-2, each run shown 1,000 images per class per epoch
+#             ERM, ICN and WINN, seeds 0-2; an epoch is floor(1000 / N) passes over the subset
 #   cifar10   the CIFAR-10 copy: ERM, ICN and WINN, seeds 0-2
 #   report    robustlab-report tables with the error reduction over ERM, in $RUNS/introspective/report
 # Every run: experiment=introspective/<data>_reduced[_erm] (small_cnn, 5 epochs of batch 128, Adam
