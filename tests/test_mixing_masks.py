@@ -4,6 +4,8 @@ exactly, and the Dirichlet weights of the soft variant have the right moments.""
 
 from __future__ import annotations
 
+import math
+import re
 from collections import Counter
 
 import pytest
@@ -220,3 +222,163 @@ def test_bad_mask_options_are_config_errors(kind, sources, options, message):
     options = {"segments": _segments(2, sources), **options}
     with pytest.raises(ConfigError, match=message):
         sample_masks(kind, sources, batch=2, size=(12, 12), generator=_generator(), **options)
+
+
+# ---------------------------------------------- exact masks from the generator (mutation tests)
+def test_grid_masks_are_exactly_the_documented_cells_and_offsets():
+    """Cell (r, c) of row b covers pixels with ⌊(i + o_y)·k / H⌋ = r, ⌊(j + o_x)·k / W⌋ = c; the
+    draws, in order: the (k + 1) × (k + 1) cell sources, o_y, o_x (default k = 4)."""
+    from robustlab.methods.mixing_masks import grid_masks
+
+    for cells, size in ((4, (8, 12)), (3, (6, 5)), (1, (3, 4))):
+        options = {} if cells == 4 else {"cells": cells}
+        masks = grid_masks(3, batch=5, size=size, generator=_generator(11), **options)
+        draws = _generator(11)
+        sources = torch.randint(0, 3, (5, cells + 1, cells + 1), generator=draws)
+        offset_y = torch.randint(0, -(-size[0] // cells), (5, 1), generator=draws)
+        offset_x = torch.randint(0, -(-size[1] // cells), (5, 1), generator=draws)
+        for b in range(5):
+            for i in range(size[0]):
+                for j in range(size[1]):
+                    r = (i + int(offset_y[b])) * cells // size[0]
+                    c = (j + int(offset_x[b])) * cells // size[1]
+                    owner = int(sources[b, r, c])
+                    assert masks[b, :, i, j].tolist() == [float(s == owner) for s in range(3)]
+
+
+def test_uniform_segment_masks_are_the_drawn_owner_of_each_base_segment():
+    from robustlab.methods.mixing_masks import segment_masks
+
+    segments = _segments(6, 3, size=6, seed=4)
+    masks = segment_masks(segments, _generator(2))
+    draws = _generator(2)
+    base = torch.randint(0, 3, (6,), generator=draws)
+    base_maps = segments[torch.arange(6), base]
+    owners = torch.randint(0, 3, (6, int(base_maps.max()) + 1), generator=draws)
+    expected = owners.gather(1, base_maps.flatten(1)).view(6, 6, 6)
+    assert torch.equal(masks.argmax(dim=1), expected)
+
+
+def test_chimeramix_range_is_floor_of_the_two_uniform_draws():
+    counts = torch.tensor([1, 2, 3, 5, 8, 40])
+    lower, upper = chimeramix_range(counts, _generator(6))
+    u = torch.rand((6, 2), generator=_generator(6))
+    for i, n in enumerate(counts.tolist()):
+        lo = int(u[i, 0] * max(n - 1, 1))
+        assert int(lower[i]) == lo
+        assert int(upper[i]) == lo + 1 + int(u[i, 1] * (max(lo + 2, n) - lo - 1))
+
+
+def test_soft_segment_masks_are_normalised_gammas_of_the_base_segments():
+    from robustlab.methods.mixing_masks import soft_segment_masks
+
+    segments = _segments(4, 2, size=6, seed=3)
+    for concentration in (None, 0.5):
+        options = {} if concentration is None else {"concentration": concentration}
+        masks = soft_segment_masks(segments, _generator(9), **options)
+        draws = _generator(9)
+        base = torch.randint(0, 2, (4,), generator=draws)
+        base_maps = segments[torch.arange(4), base]
+        count = int(base_maps.max()) + 1
+        gammas = gamma_variates(torch.full((4, count, 2), concentration or 1.0), draws)
+        weights = gammas / gammas.sum(dim=-1, keepdim=True)
+        for b in range(4):
+            expected = weights[b][base_maps[b]].permute(2, 0, 1)  # (N, H, W)
+            torch.testing.assert_close(masks[b], expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("concentration", [0, -1.0, True, "1"])
+def test_concentration_must_be_a_positive_number(concentration):
+    from robustlab.methods.mixing_masks import soft_segment_masks
+
+    message = f"method.mask.concentration must be a number > 0, got {concentration!r}"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        soft_segment_masks(_segments(2, 2), _generator(), concentration)
+
+
+def test_only_the_segment_kinds_need_the_segments_view():
+    from robustlab.methods.mixing_masks import mask_views
+
+    assert mask_views({"kind": "segmentation"}) == ("segments",)
+    assert mask_views({"kind": "soft_segmentation", "concentration": 1}) == ("segments",)
+    assert mask_views({"kind": "grid"}) == ()
+    assert mask_views(None) == () and mask_views({}) == ()
+
+
+def test_gamma_variates_are_marsaglia_tsang_on_the_generators_draws():
+    """Element by element from the same draws: d = a' − 1/3, c = 1/√(9d), v = (1 + c x)³, the
+    first of 8 candidates with v > 0 and log u < x²/2 + d − d v + d log v gives d v; a < 1 uses
+    a' = a + 1 and the factor U^(1/a)."""
+    shapes = torch.tensor([0.4, 1.0, 2.5, 7.0])
+    got = gamma_variates(shapes, _generator(12))
+    draws = _generator(12)
+    x = torch.randn((4, 8), generator=draws)
+    u = torch.rand((4, 8), generator=draws)
+    boost = torch.rand(4, generator=draws)
+    for i, a in enumerate(shapes.tolist()):
+        d = (a + 1 if a < 1 else a) - 1 / 3
+        c = 1 / (9 * d) ** 0.5
+        value = None
+        for j in range(8):
+            v = (1 + c * float(x[i, j])) ** 3
+            if v > 0 and math.log(u[i, j]) < float(x[i, j]) ** 2 / 2 + d - d * v + d * math.log(v):
+                value = d * v
+                break
+        assert value is not None
+        if a < 1:
+            value *= float(boost[i]) ** (1 / a)
+        assert got[i].item() == pytest.approx(value, rel=1e-5)
+
+
+def test_masks_have_one_channel_per_source_even_when_a_source_is_never_drawn():
+    one_segment = torch.zeros(1, 5, 3, 3, dtype=torch.int64)
+    for seed in range(4):
+        generator = _generator(seed)
+        masks = sample_masks(
+            "segmentation", 5, batch=1, size=(3, 3), generator=generator, segments=one_segment
+        )
+        assert masks.shape == (1, 5, 3, 3) and masks.sum().item() == 9
+
+
+def test_sample_masks_passes_the_concentration_to_the_soft_masks():
+    from robustlab.methods.mixing_masks import soft_segment_masks
+
+    segments = _segments(3, 2, size=6)
+    got = sample_masks(
+        "soft_segmentation",
+        2,
+        batch=3,
+        size=(6, 6),
+        generator=_generator(1),
+        segments=segments,
+        concentration=0.3,
+    )
+    assert torch.equal(got, soft_segment_masks(segments, _generator(1), 0.3))
+    assert not torch.equal(got, soft_segment_masks(segments, _generator(1), 1.0))
+
+
+def test_segment_and_rule_errors_word_for_word():
+    def masks(n_sources=2, **options):
+        return sample_masks(
+            "segmentation", n_sources, batch=2, size=(6, 6), generator=_generator(), **options
+        )
+
+    with pytest.raises(ConfigError) as error:
+        masks(segments=None)
+    assert str(error.value) == (
+        "segmentation masks need each image's segments: set data.segments={} "
+        "(Felzenszwalb options, robustlab.data.segments)"
+    )
+    with pytest.raises(ValueError) as error:
+        masks(segments=torch.zeros(2, 2, 6, 5, dtype=torch.int64))
+    assert str(error.value) == (
+        "segments must be integer label maps of shape (2, 2, 6, 6), got torch.int64 (2, 2, 6, 5)"
+    )
+    with pytest.raises(ValueError, match=r"got torch.float32 \(2, 2, 6, 6\)$"):
+        masks(segments=torch.zeros(2, 2, 6, 6))
+    with pytest.raises(ConfigError) as error:
+        masks(3, segments=_segments(2, 3, size=6), rule="chimeramix")
+    assert str(error.value) == (
+        "method.mask.rule=chimeramix mixes exactly 2 images; got 3 "
+        "(data.group_size=2, or rule=uniform)"
+    )
