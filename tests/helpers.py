@@ -170,6 +170,19 @@ def _read_wandb_runs(folder: Path) -> list[dict]:
     return runs
 
 
+def quiet_cpu_trainer(**options) -> pl.Trainer:
+    """A one-process CPU Trainer for tiny in-test fits: no logger, checkpoints, progress bar or
+    model summary; ``options`` override or add Trainer arguments (e.g. ``max_epochs``)."""
+    defaults = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return pl.Trainer(**{**defaults, **options})
+
+
 def suite_trainer():
     """The single-process CPU Trainer the evaluation suites run under in tests (input gradients
     allowed for attacks, robustlab's own sharding, no logger or progress output)."""

@@ -18,6 +18,7 @@ from robustlab.data.mnist import MNISTDataModule
 from robustlab.data.sampler import ShardedBatchSampler
 from robustlab.data.subsets import samples_per_class, split_validation
 from robustlab.errors import ConfigError, DataNotFoundError
+from tests.helpers import quiet_cpu_trainer
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -254,15 +255,7 @@ def test_training_with_lightning_reshuffles_and_augments():
     def run(seed):
         dm = synthetic(n_train=32, batch_size=16, seed=seed, augment={"crop_padding": 2})
         model = Recorder()
-        trainer = pl.Trainer(
-            max_epochs=2,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            use_distributed_sampler=False,
-        )
+        trainer = quiet_cpu_trainer(max_epochs=2, use_distributed_sampler=False)
         trainer.fit(model, dm)
         return model.batches, dm
 

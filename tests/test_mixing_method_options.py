@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -27,7 +26,7 @@ from robustlab.methods.hydramix import (
 from robustlab.methods.mixing_masks import sample_masks
 from robustlab.methods.sample_mixing import CutMix, Mixup, cutmix_box
 from robustlab.models import build_classifier
-from tests.helpers import LinearClassifier
+from tests.helpers import LinearClassifier, quiet_cpu_trainer
 
 FROZEN = {"name": "sgd", "lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0}
 
@@ -229,15 +228,7 @@ def test_train_generated_is_the_image_weighted_epoch_fraction_of_generated_batch
     method.mix_prob = 0.5
     images = torch.rand(18, 1, 8, 8, generator=torch.Generator().manual_seed(2))
     labels = torch.tensor([0, 1, 2, 0, 1, 2]).repeat_interleave(3)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = quiet_cpu_trainer(max_epochs=1, limit_val_batches=0)
     loader = DataLoader(TensorDataset(images, labels), batch_size=12)
     trainer.fit(method, train_dataloaders=loader)
     logged = trainer.callback_metrics

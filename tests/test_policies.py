@@ -21,7 +21,7 @@ from robustlab.data import build_datamodule
 from robustlab.data import policies as P
 from robustlab.data.views import row_uniforms
 from robustlab.errors import ConfigError
-from tests.helpers import QUICK, results_of, run_app
+from tests.helpers import QUICK, quiet_cpu_trainer, results_of, run_app
 
 #: torchvision's op names for ours.
 TV_NAMES = {
@@ -337,15 +337,7 @@ def test_training_batches_get_the_policies_after_crop_and_flip_seeded_per_step()
         augment=augment,
     )
     model = Recorder()
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
+    trainer = quiet_cpu_trainer(max_epochs=2, use_distributed_sampler=False)
     trainer.fit(model, dm)
     assert len(model.batches) == 8
     images = dm._ensure_loaded().train.images[dm.train_index]
