@@ -19,9 +19,9 @@ from robustlab.data.items import ArrayItems
 from robustlab.errors import DataNotFoundError
 
 
-def cifar10_or_synthetic(n_synthetic: int, **options):
+def cifar10_or_synthetic(n_synthetic: int, n_test: int = 10, **options):
     """The CIFAR-10 data module from ``$ROBUSTLAB_DATA`` when present, else ``n_synthetic``
-    random 32×32 images; set up for fitting."""
+    random 32×32 training and ``n_test`` test images; set up for fitting."""
     root = os.environ.get("ROBUSTLAB_DATA")
     dm = None
     if root:
@@ -31,7 +31,9 @@ def cifar10_or_synthetic(n_synthetic: int, **options):
         except DataNotFoundError:
             dm = None
     if dm is None:
-        dm = build_datamodule("synthetic", n_train=n_synthetic, n_test=10, image_size=32, **options)
+        dm = build_datamodule(
+            "synthetic", n_train=n_synthetic, n_test=n_test, image_size=32, **options
+        )
         dm.setup("fit")
     return dm
 

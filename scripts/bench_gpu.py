@@ -342,7 +342,11 @@ def run(args: argparse.Namespace, device: torch.device) -> None:
         print(f"note: running on {device}, not a GPU: these are not GPU numbers")
     n_train = args.batch_size * (args.warmup + args.steps + 1)
     dm = cifar10_or_synthetic(
-        n_train, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, val_fraction=0
+        n_train,
+        n_test=args.corruption_images,  # without data: as many synthetic images as the suite scores
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        val_fraction=0,
     )
     data = "synthetic" if isinstance(dm, SyntheticDataModule) else "cifar10"
     print(machine_line(device, args))
