@@ -44,6 +44,7 @@ from tests.helpers import (
     LinearClassifier,
     _wandb_log_records,
     compose_train,
+    quiet_cpu_trainer,
     wandb_offline_runs,
 )
 
@@ -60,18 +61,8 @@ def _per_image() -> torch.Tensor:
 
 
 def _trainer(**options) -> pl.Trainer:
-    defaults = {
-        "max_epochs": 1,
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "num_sanity_val_steps": 0,
-        "limit_val_batches": 0,
-    }
-    return pl.Trainer(**{**defaults, **options})
+    defaults = {"max_epochs": 1, "devices": 1, "num_sanity_val_steps": 0, "limit_val_batches": 0}
+    return quiet_cpu_trainer(**{**defaults, **options})
 
 
 def _loader(batch_size: int = 3, **options) -> DataLoader:

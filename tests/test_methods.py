@@ -11,7 +11,7 @@ from robustlab.cli.train import train
 from robustlab.errors import CheckpointError, ConfigError
 from robustlab.methods import build_method
 from robustlab.models import build_classifier
-from tests.helpers import QUICK, LinearClassifier, compose_train, results_of
+from tests.helpers import QUICK, LinearClassifier, compose_train, quiet_cpu_trainer, results_of
 
 
 def _model():
@@ -97,7 +97,6 @@ def test_training_and_test_metrics_are_example_weighted_epoch_means_under_their_
     """A real fit of one epoch with batches of 3 and 1 images (learning rate ~0, so the model
     is the same for both): ``train/loss`` per step and per epoch, the epoch value the mean over
     the 4 images (not over the 2 batches), ``train/acc`` over the images, ``test/*`` names."""
-    import pytorch_lightning as pl
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -112,15 +111,7 @@ def test_training_and_test_metrics_are_example_weighted_epoch_means_under_their_
         optimizer={"name": "sgd", "lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0},
         scheduler={"name": "constant"},
     )
-    trainer = pl.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = quiet_cpu_trainer(max_epochs=1, limit_val_batches=0)
     loader = DataLoader(TensorDataset(x, y), batch_size=3)
     trainer.fit(method, train_dataloaders=loader)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}

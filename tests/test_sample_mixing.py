@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -18,7 +17,14 @@ from robustlab.losses import dominant_labels, mixed_cross_entropy
 from robustlab.methods import build_method
 from robustlab.methods.sample_mixing import CutMix, Mixup, cutmix_box
 from robustlab.run.checkpoints import load_checkpoint
-from tests.helpers import QUICK, LinearClassifier, compose_train, results_of, run_app
+from tests.helpers import (
+    QUICK,
+    LinearClassifier,
+    compose_train,
+    quiet_cpu_trainer,
+    results_of,
+    run_app,
+)
 
 FROZEN = {"name": "sgd", "lr": 1e-12, "momentum": 0.0, "weight_decay": 0.0}
 
@@ -153,15 +159,7 @@ def test_train_acc_counts_the_dominant_label_of_the_mixed_batch():
     for name, cls in (("mixup", Mixup), ("cutmix", CutMix)):
         model = method(name, size=4, seed=3, prob=1.0)
         assert isinstance(model, cls)
-        trainer = pl.Trainer(
-            max_epochs=1,
-            accelerator="cpu",
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            limit_val_batches=0,
-        )
+        trainer = quiet_cpu_trainer(max_epochs=1, limit_val_batches=0)
         trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(x, y), batch_size=12))
         logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
         fresh = method(name, size=4, seed=3, prob=1.0)  # epoch 0 (the fitted one is past it)

@@ -30,7 +30,7 @@ from robustlab.models import build_backbone
 from robustlab.models.base import eval_mode
 from robustlab.models.wrapper import ImageClassifier
 from robustlab.run.checkpoints import load_checkpoint, model_state
-from tests.helpers import QUICK, LinearClassifier, compose_train
+from tests.helpers import QUICK, LinearClassifier, compose_train, quiet_cpu_trainer
 
 
 def small_model(width: int = 8, channels: int = 1) -> ImageClassifier:
@@ -433,14 +433,7 @@ def test_trades_training_loss_attacks_the_kl_and_beta_weights_it():
 # ----------------------------------------------------------------------------- val/acc_pgd
 def _validate(method, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """Run a real Lightning validation over batches of two; returns the logged metrics."""
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_cpu_trainer(devices=1)
     loader = DataLoader(TensorDataset(x, y), batch_size=2, shuffle=False)
     return trainer.validate(method, dataloaders=loader, verbose=False)[0]
 

@@ -31,7 +31,7 @@ from robustlab.data.views import (
 from robustlab.errors import ConfigError
 from robustlab.methods import ERM
 from robustlab.methods.erm import TrainingOutput
-from tests.helpers import QUICK, compose_train, results_of, run_app
+from tests.helpers import QUICK, compose_train, quiet_cpu_trainer, results_of, run_app
 
 REPO = Path(__file__).resolve().parents[1]
 VIEWS = ["weak", "strong"]
@@ -321,15 +321,8 @@ def _fit(
     dm, max_epochs: int, ckpt_path: str | None = None, save: Path | None = None, classes: int = 4
 ) -> Recorder:
     model = Recorder(3 * 8 * 8, classes)
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        num_sanity_val_steps=0,
+    trainer = quiet_cpu_trainer(
+        max_epochs=max_epochs, use_distributed_sampler=False, num_sanity_val_steps=0
     )
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     if save is not None:
