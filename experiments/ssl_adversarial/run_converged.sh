@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Every run behind RESULTS.md (MNIST, trained to convergence: 3 epochs, see the experiment
+# configs), then its tables and robust-accuracy-vs-ε plots in OUT_DIR/report. Two parallel
+# streams, one torch thread each (about 5 h on a 2-core CPU). Usage:
+#   ROBUSTLAB_DATA=../shared/data bash experiments/ssl_adversarial/run_converged.sh OUT_DIR [PART]
+# PART (default all): aux | attacked | pretrain | control | trades | l2 | aa | report
+set -euo pipefail
+OUT=${1:?usage: run_converged.sh OUT_DIR [PART]}
+PART=${2:-all}
+TRAIN=${TRAIN:-robustlab-train}
+EVAL=${EVAL:-robustlab-eval}
+REPORT=${REPORT:-robustlab-report}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+SEEDS=0,1,2
+mkdir -p "$OUT"
+want() { [[ $PART == all || $PART == "$1" ]]; }
+
+# Table 1: adversarial training with an auxiliary rotation loss of weight λ (λ = 0: plain AT)
+aux() {
+  $TRAIN -m experiment=ssl_adversarial/mnist method.ssl_weight=0,0.25,0.5,1.0,2.0 seed=$SEEDS \
+    hydra.sweep.dir="$OUT/auxiliary"
+}
+# Table 2: attacked SSL (the rotation loss also inside the attack, w = λ = 0.5)
+attacked() {
+  $TRAIN -m experiment=ssl_adversarial/mnist method.ssl_weight=0.5 method.attack_ssl_weight=0.5 \
+    seed=$SEEDS hydra.sweep.dir="$OUT/attacked"
+}
+# Table 3: adversarial SSL pre-training (rotation, jigsaw, both) → adversarial fine-tuning
+pretrain() {
+  local name pretext seed
+  for name in rotation jigsaw ensemble; do
+    case $name in ensemble) pretext='[rotation,jigsaw]' ;; *) pretext="[$name]" ;; esac
+    for seed in ${SEEDS//,/ }; do
+      $TRAIN experiment=ssl_adversarial/mnist_pretrain "method.pretext=$pretext" seed=$seed \
+        hydra.run.dir="$OUT/pretrain/$name/$seed"
+      $TRAIN experiment=ssl_adversarial/mnist_finetune seed=$seed \
+        method.init_from="$OUT/pretrain/$name/$seed/checkpoints/last.ckpt" \
+        hydra.run.dir="$OUT/finetune/$name/$seed"
+    done
+  done
+}
+# Table 3's compute-matched control: adversarial training for the pre-training + fine-tuning epochs
+control() {
+  $TRAIN -m experiment=ssl_adversarial/mnist_finetune trainer.max_epochs=6 seed=$SEEDS \
+    hydra.sweep.dir="$OUT/control_at6"
+}
+# Table 4: TRADES (β = 6) and l2 PGD adversarial training (ε_train = 1.0, step 2.5·ε/5)
+trades() {
+  $TRAIN -m experiment=ssl_adversarial/mnist method.ssl_weight=0 method.loss=trades seed=$SEEDS \
+    hydra.sweep.dir="$OUT/trades"
+}
+l2() {
+  $TRAIN -m experiment=ssl_adversarial/mnist method.ssl_weight=0 method.attack.norm=l2 \
+    method.attack.eps=1.0 method.attack.step_size=0.5 seed=$SEEDS hydra.sweep.dir="$OUT/l2"
+}
+# AutoAttack (reference implementation, standard version) at ε_train on every trained classifier
+aa() {
+  local group runs
+  for group in auxiliary attacked finetune control_at6 trades; do
+    [[ -d $OUT/$group ]] || continue
+    runs=$(find "$OUT/$group" -name results.json -path '*/[0-9]*' -not -path '*/aa/*' -printf '%h\n' | sort | paste -sd,)
+    [[ -n $runs ]] || continue
+    $EVAL -m "checkpoint=$runs" 'suite=[autoattack]' 'suite.autoattack.epsilons=[0.1]' \
+      suite.autoattack.max_images=${AA_IMAGES:-1000} hydra.sweep.dir="$OUT/aa/$group"
+  done
+}
+report() {
+  local pgd=(test/acc 'pgd_linf/acc@*' 'pgd_l2/acc@*' corruptions/mean_acc)
+  $REPORT "$OUT/auxiliary" "$OUT/attacked" --reference experiments/ssl_adversarial/reference.yaml \
+    --metrics "${pgd[@]}" -- --output "$OUT/report/table1_2" --plots pgd_linf/acc pgd_l2/acc
+  $REPORT "$OUT/finetune" "$OUT/control_at6" "$OUT/auxiliary" --group-by method.init_from method.ssl_weight \
+    trainer.max_epochs --metrics "${pgd[@]}" -- --output "$OUT/report/table3" --plots pgd_linf/acc
+  $REPORT "$OUT/pretrain" --group-by method.pretext --metrics test/acc val/ssl_acc -- \
+    --output "$OUT/report/table3_pretrain"
+  $REPORT "$OUT/trades" "$OUT/l2" "$OUT/auxiliary" --metrics "${pgd[@]}" -- --output "$OUT/report/table4"
+  [[ -d $OUT/aa ]] && $REPORT "$OUT/aa" --metrics 'autoattack/acc@*' -- --output "$OUT/report/autoattack"
+  return 0
+}
+
+if [[ $PART == all ]]; then
+  ( aux; trades ) > "$OUT/stream_a.log" 2>&1 &
+  ( attacked; pretrain; control; l2 ) > "$OUT/stream_b.log" 2>&1 &
+  wait
+  aa > "$OUT/aa.log" 2>&1
+  report
+else
+  want "$PART" && "$PART"
+fi
