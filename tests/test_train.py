@@ -479,3 +479,33 @@ def test_ddp_inside_a_multirun_sweep(tmp_path):
         (1, "ok", 2),
     ]
     assert not list((tmp_path / "sweep").glob("*/*/results.json")), "a child re-ran the sweep"
+
+
+def _multistep_schedules(method) -> list[tuple[str, list[int]]]:
+    """(where, milestones) of every multistep schedule of a composed method config."""
+    found = []
+    named = {"method": method} | {f"optimizers.{k}": v for k, v in (method.get("optimizers") or {}).items()}
+    for where, owner in named.items():
+        scheduler = owner.get("scheduler") if owner is not None else None
+        if scheduler is not None and scheduler.get("name") == "multistep":
+            assert scheduler.get("interval", "epoch") == "epoch", where
+            found.append((where, list(scheduler.milestones)))
+    return found
+
+
+def test_every_experiments_step_schedule_decays_within_its_epochs():
+    """A multistep milestone at or after max_epochs never fires: a shortened copy of a long
+    schedule (e.g. ChimeraMix's drops at 60/120/160 kept in a 30-epoch budget) trains at the
+    initial rate throughout. Every shipped experiment, students and generators included."""
+    names = sorted(
+        p.relative_to(CONF / "experiment").with_suffix("").as_posix()
+        for p in (CONF / "experiment").rglob("*.yaml")
+        if not any(part.startswith("_") for part in p.relative_to(CONF / "experiment").parts)
+    )
+    checked = 0
+    for name in names:
+        composed = compose_train(f"experiment={name}")
+        for where, milestones in _multistep_schedules(composed.method):
+            assert max(milestones) < composed.trainer.max_epochs, (name, where, milestones)
+            checked += 1
+    assert checked >= 3  # the generators' schedules at least
