@@ -212,6 +212,23 @@ def test_grouping_without_overrides_diffs_configs(tmp_path: Path) -> None:
     ]
 
 
+def test_group_by_path_gives_one_row_per_path_argument(tmp_path: Path) -> None:
+    # fine-tuned runs differ only in the (per-seed) checkpoint they start from: the folder each
+    # variant was written to is what tells them apart; a run under two PATHs counts once
+    for variant, accs in (("rotation", (0.5, 0.7)), ("jigsaw", (0.6, 0.9))):
+        for seed, acc in enumerate(accs):
+            write_run(tmp_path / variant / str(seed), seed=seed, acc=acc, overrides=ovr(0.1, seed))
+    paths = [tmp_path / "rotation", tmp_path / "jigsaw", tmp_path / "jigsaw" / "0"]
+    groups = group_runs(load_runs(paths), ["path"])
+    assert [(g.label, [r.seed for r in g.runs]) for g in groups] == [
+        (f"path={tmp_path / 'rotation'}", [0, 1]),
+        (f"path={tmp_path / 'jigsaw'}", [0, 1]),
+    ]
+    means = [row.stats["test/acc"].mean for row in aggregate(groups, ["test/acc"]).rows]
+    assert means == [pytest.approx(0.6), pytest.approx(0.75)]
+    assert [len(g.runs) for g in group_runs(load_runs(paths))] == [4]  # default: one config
+
+
 def test_group_by_unknown_key_is_exit_2(two_configs: Path, capsys) -> None:
     assert main([str(two_configs), "--group-by", "method.alfa"]) == 2
     err = capsys.readouterr().err

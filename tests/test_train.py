@@ -484,7 +484,9 @@ def test_ddp_inside_a_multirun_sweep(tmp_path):
 def _multistep_schedules(method) -> list[tuple[str, list[int]]]:
     """(where, milestones) of every multistep schedule of a composed method config."""
     found = []
-    named = {"method": method} | {f"optimizers.{k}": v for k, v in (method.get("optimizers") or {}).items()}
+    named = {"method": method} | {
+        f"optimizers.{k}": v for k, v in (method.get("optimizers") or {}).items()
+    }
     for where, owner in named.items():
         scheduler = owner.get("scheduler") if owner is not None else None
         if scheduler is not None and scheduler.get("name") == "multistep":

@@ -53,28 +53,30 @@ l2() {
   $TRAIN -m experiment=ssl_adversarial/mnist method.ssl_weight=0 method.attack.norm=l2 \
     method.attack.eps=1.0 method.attack.step_size=0.5 seed=$SEEDS hydra.sweep.dir="$OUT/l2"
 }
-# AutoAttack (reference implementation, standard version) at ε_train on every trained classifier
+# AutoAttack (reference implementation, standard version) at ε_train = 0.1 (l∞) on the first
+# AA_IMAGES test images of every l∞-trained classifier, one sweep per variant folder
 aa() {
-  local group runs
-  for group in auxiliary attacked finetune control_at6 trades; do
-    [[ -d $OUT/$group ]] || continue
-    runs=$(find "$OUT/$group" -name results.json -path '*/[0-9]*' -not -path '*/aa/*' -printf '%h\n' | sort | paste -sd,)
+  local variant runs
+  for variant in auxiliary attacked finetune/rotation finetune/jigsaw finetune/ensemble \
+    control_at6 trades; do
+    [[ -d $OUT/$variant ]] || continue
+    runs=$(find "$OUT/$variant" -name results.json -printf '%h\n' | sort -V | paste -sd,)
     [[ -n $runs ]] || continue
     $EVAL -m "checkpoint=$runs" 'suite=[autoattack]' 'suite.autoattack.epsilons=[0.1]' \
-      suite.autoattack.max_images=${AA_IMAGES:-1000} hydra.sweep.dir="$OUT/aa/$group"
+      suite.autoattack.max_images=${AA_IMAGES:-1000} hydra.sweep.dir="$OUT/aa/${variant//\//_}"
   done
 }
-report() {
+report() {  # Table 3's and 4's random-init AT row is Table 1's λ = 0 row
   local pgd=(test/acc 'pgd_linf/acc@*' 'pgd_l2/acc@*' corruptions/mean_acc)
   $REPORT "$OUT/auxiliary" "$OUT/attacked" --reference experiments/ssl_adversarial/reference.yaml \
-    --metrics "${pgd[@]}" -- --output "$OUT/report/table1_2" --plots pgd_linf/acc pgd_l2/acc
-  $REPORT "$OUT/finetune" "$OUT/control_at6" "$OUT/auxiliary" --group-by method.init_from method.ssl_weight \
-    trainer.max_epochs --metrics "${pgd[@]}" -- --output "$OUT/report/table3" --plots pgd_linf/acc
-  $REPORT "$OUT/pretrain" --group-by method.pretext --metrics test/acc val/ssl_acc -- \
-    --output "$OUT/report/table3_pretrain"
-  $REPORT "$OUT/trades" "$OUT/l2" "$OUT/auxiliary" --metrics "${pgd[@]}" -- --output "$OUT/report/table4"
-  [[ -d $OUT/aa ]] && $REPORT "$OUT/aa" --metrics 'autoattack/acc@*' -- --output "$OUT/report/autoattack"
-  return 0
+    --output "$OUT/report/table1_2" --plots pgd_linf/acc pgd_l2/acc --metrics "${pgd[@]}"
+  $REPORT "$OUT"/finetune/{rotation,jigsaw,ensemble} "$OUT/control_at6" --group-by path \
+    --output "$OUT/report/table3" --plots pgd_linf/acc --metrics "${pgd[@]}"
+  $REPORT "$OUT"/pretrain/{rotation,jigsaw,ensemble} --group-by path \
+    --output "$OUT/report/table3_pretrain" --metrics test/acc val/ssl_acc
+  $REPORT "$OUT/trades" "$OUT/l2" --output "$OUT/report/table4" --metrics "${pgd[@]}"
+  $REPORT "$OUT"/aa/* --group-by path train.method.ssl_weight --output "$OUT/report/autoattack" \
+    --metrics test/acc 'autoattack/acc@*'
 }
 
 if [[ $PART == all ]]; then

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         action="extend",
         metavar="KEY",
-        help="group by these dotted config keys instead, e.g. method method.alpha",
+        help="group by these dotted config keys instead, e.g. method method.alpha; the key "
+        "path groups by the PATH argument that found each run (one row per PATH)",
     )
     add("--reference", metavar="FILE.yaml", help="paper numbers: source:, notes:, rows:")
     add(

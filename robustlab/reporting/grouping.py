@@ -70,8 +70,15 @@ def ignored(key: str) -> bool:
     )
 
 
+#: the pseudo-key of ``--group-by`` that groups runs by the PATH argument that found them
+FOUND_UNDER = "path"
+
+
 def lookup(run: Run, key: str) -> Any:
-    """A run's value for a dotted config key (``method``/``data``/``model``: the choice)."""
+    """A run's value for a dotted config key (``method``/``data``/``model``: the choice;
+    ``path``: the PATH argument of the report that found the run)."""
+    if key == FOUND_UNDER:
+        return run.found_under if run.found_under is not None else MISSING
     if key in CHOICES:
         return getattr(run, key) if getattr(run, key) is not None else MISSING
     if key == "seed" and run.seed is not None:
@@ -124,7 +131,9 @@ def _default_keys(runs: Sequence[Run]) -> list[tuple[tuple, str]]:
 def _explicit_keys(runs: Sequence[Run], group_by: Sequence[str]) -> list[tuple[tuple, str]]:
     for key in group_by:
         if all(lookup(r, key) is MISSING for r in runs):
-            known = sorted({k for r in runs for k in r.config} | set(CHOICES) | {"seed"})
+            known = sorted(
+                {k for r in runs for k in r.config} | set(CHOICES) | {"seed", FOUND_UNDER}
+            )
             close = difflib.get_close_matches(key, known, n=3) or known[:5]
             raise RobustlabError(
                 f"--group-by key '{key}' is not set in any run; use dotted config keys such as "

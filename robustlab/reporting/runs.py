@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,6 +47,7 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)  # flattened, dotted keys
     overrides: dict[str, str] | None = None  # from .hydra/overrides.yaml
     records: list[Record] = field(default_factory=list)  # robustness records at numeric levels
+    found_under: str | None = None  # the PATH argument of load_runs that found it
 
     @property
     def ok(self) -> bool:
@@ -173,19 +174,19 @@ def load_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:
     """Every run under ``paths`` (run/multirun folders, any depth, or results.json files), in
     natural path order; Hydra job folders without results.json come back as "incomplete"."""
     paths = [Path(p) for p in paths]
-    files: list[Path] = []
-    unfinished: list[Path] = []
+    files: list[tuple[Path, Path]] = []  # (results.json, the PATH that found it)
+    unfinished: list[tuple[Path, Path]] = []
     for path in paths:
         if path.is_file():
-            files.append(path)
+            files.append((path, path))
         elif path.is_dir():
             for root, dirs, names in os.walk(path):
                 has_hydra = ".hydra" in dirs
                 dirs[:] = sorted((d for d in dirs if not d.startswith(".")), key=_natural)
                 if RESULTS in names:
-                    files.append(Path(root) / RESULTS)
+                    files.append((Path(root) / RESULTS, path))
                 elif has_hydra:
-                    unfinished.append(Path(root))
+                    unfinished.append((Path(root), path))
         else:
             raise RobustlabError(f"{path} does not exist; {EXPECTED}")
     if not files:
@@ -198,9 +199,9 @@ def load_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:
         )
         raise RobustlabError(f"no results.json found under {searched}{extra}; {EXPECTED}")
     runs, seen = [], set()
-    jobs = [(f, _load_results) for f in files] + [(d, _load_unfinished) for d in unfinished]
-    for item, loader in jobs:
+    jobs = [(*f, _load_results) for f in files] + [(*d, _load_unfinished) for d in unfinished]
+    for item, found_under, loader in jobs:
         if item.resolve() not in seen:
             seen.add(item.resolve())
-            runs.append(loader(item))
+            runs.append(replace(loader(item), found_under=str(found_under)))
     return runs
