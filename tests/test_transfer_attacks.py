@@ -181,6 +181,31 @@ def test_robustlab_train_refuses_a_source_of_another_shape_before_its_first_step
     assert results_of(run_dir)["status"] == "failed"
 
 
+def test_a_training_run_loads_its_transfer_source_once_after_validation(
+    runs, tmp_path, monkeypatch
+):
+    """The suites are built once per run (checked against the model before training, scored
+    after it): the source loads once for the pre-data validation and once for the run."""
+    from robustlab.suites import attacks
+
+    loaded = []
+
+    def counting(path):
+        loaded.append(Path(path))
+        return load_classifier(path)
+
+    monkeypatch.setattr(attacks, "load_classifier", counting)
+    run_dir = _train(
+        tmp_path / "C",
+        "seed=2",
+        "trainer.max_epochs=1",
+        "suite=[fgsm]",
+        f"suite.fgsm.source={runs['A']}",
+    )
+    assert "fgsm/transfer_acc@8/255" in results_of(run_dir)["summary"]
+    assert len(loaded) == 2 and len(set(loaded)) == 1, loaded
+
+
 @pytest.mark.slow
 def test_transfer_numbers_are_the_same_under_ddp(runs, tmp_path):
     """robustlab-eval with a source: two DDP processes count the same images right as one."""

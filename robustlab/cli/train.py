@@ -26,7 +26,7 @@ from robustlab.run.distributed import distributed_job
 from robustlab.run.loggers import build_loggers
 from robustlab.run.trainer import build_trainer
 from robustlab.run.validation import validate_train
-from robustlab.suites.runner import check_suites_fit, run_suites
+from robustlab.suites.runner import build_suites, check_suites_fit, score_suites
 
 log = logging.getLogger("robustlab")
 
@@ -87,8 +87,9 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
     with distributed_job():
         datamodule = build_data(cfg)
         method = build_run_method(cfg, datamodule)
+        suites = build_suites(cfg.get("suite"), datamodule, seed=int(cfg.seed))  # once per run
         if method.is_classifier:
-            check_suites_fit(cfg.get("suite"), datamodule, method.model, seed=int(cfg.seed))
+            check_suites_fit(suites, method.model)
         resume_from = resume_path(cfg.get("resume"), run_dir)
         loggers, history = resumed_loggers(cfg, run_dir, resume_from)
         callbacks, checkpoint = build_callbacks(
@@ -114,8 +115,8 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
         if cfg.get("test", True):  # test=false: a stage that trains no classifier
             tested = trainer.test(method, datamodule=datamodule, ckpt_path=best, verbose=False)
             metrics.update(run_metrics(tested[0] if tested else {}))
-        records, summary, warnings, suites = run_suites(
-            cfg.get("suite"), method.model, datamodule, trainer, seed=int(cfg.seed)
+        records, summary, warnings, suite_runs = score_suites(
+            suites, method.model, datamodule, trainer, seed=int(cfg.seed)
         )
         results = Results(
             method=choice(cfg, "method"),
@@ -128,7 +129,7 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
             checkpoint=best,
             subset=datamodule.subset_record(),
             config=config_container(cfg),
-            provenance={**provenance(started, world_size=trainer.world_size), "suites": suites},
+            provenance={**provenance(started, world_size=trainer.world_size), "suites": suite_runs},
         )
         if trainer.is_global_zero:
             path = write_results(results, run_dir)

@@ -52,17 +52,11 @@ def build_suites(
     return suites
 
 
-def check_suites_fit(
-    suite_cfg: Mapping[str, Mapping] | None,
-    datamodule: pl.LightningDataModule,
-    model: nn.Module,
-    *,
-    seed: int = 0,
-) -> None:
+def check_suites_fit(suites: Mapping[str, EvaluationSuite], model: nn.Module) -> None:
     """Before training: every suite's own models (a transfer attack's ``source``) classify
     ``model``'s classes and channels, so a mismatch stops the run before its first step rather
     than after it (one-line ConfigError)."""
-    for suite in build_suites(suite_cfg, datamodule, seed=seed).values():
+    for suite in suites.values():
         suite.check_fits(model.num_classes, model.in_channels)
 
 
@@ -94,13 +88,26 @@ def run_suites(
     *,
     seed: int = 0,
 ) -> SuiteRun:
-    """Score ``model`` on every suite in ``suite_cfg`` (``{name: options}``), in the order given,
-    through ``trainer.test`` (so on every device and process of the trainer).
+    """Score ``model`` on every suite in ``suite_cfg`` (``{name: options}``), in the order given:
+    :func:`build_suites`, then :func:`score_suites`."""
+    suites = build_suites(suite_cfg, datamodule, seed=seed)
+    return score_suites(suites, model, datamodule, trainer, seed=seed)
+
+
+def score_suites(
+    suites: Mapping[str, EvaluationSuite],
+    model: nn.Module,
+    datamodule: pl.LightningDataModule,
+    trainer: pl.Trainer,
+    *,
+    seed: int = 0,
+) -> SuiteRun:
+    """Score ``model`` on built ``suites`` (of ``datamodule``), in their order, through
+    ``trainer.test`` (so on every device and process of the trainer).
 
     Returns the tidy records, the headline summary, the sanity warnings (each suite checked
     against the clean accuracy on its own images) and what each suite ran on (:class:`SuiteRun`).
     """
-    suites = build_suites(suite_cfg, datamodule, seed=seed)
     clean_runs: dict[int | None, tuple[list[RobustnessRecord], dict[str, float]]] = {}
 
     def clean_reference(max_images: int | None) -> tuple[list[RobustnessRecord], dict]:
