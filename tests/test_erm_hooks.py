@@ -126,7 +126,7 @@ def test_training_logs_values_per_step_and_example_weighted_epoch_means():
     accuracy = 0.5  # predictions 1, 0, 0, 1: images 0 and 2 right
     method = _Doubled(LinearClassifier(WEIGHT), optimizer=FROZEN_SGD, scheduler=CONSTANT)
     watch = _Placement()
-    trainer = _trainer(callbacks=[watch])
+    trainer = _trainer(callbacks=[watch], log_every_n_steps=1)  # every step a logging step
     trainer.fit(method, train_dataloaders=_loader())
     logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
     epoch_loss = per_image.mean().item()
@@ -274,8 +274,10 @@ def test_epoch_means_are_weighted_by_the_number_of_labels_whatever_the_batch_loo
 
 
 def test_training_logs_are_synchronised_over_processes():
-    """A real DDP fit (gloo, one process): ``train/loss`` and the method's scalars are reduced
-    over all processes (``sync_dist``), the accuracy metric syncs itself; their placement."""
+    """A real DDP fit (gloo, one process): the epoch values (accuracy too) are reduced over
+    all processes by the method (one all-reduce) and logged as synchronised (so Lightning does
+    not warn), the step loss is reduced before it is logged; their placement. (Two processes:
+    test_epoch_means_are_over_all_processes_under_ddp.)"""
     saved_env = dict(os.environ)
     try:
         method = _Doubled(LinearClassifier(WEIGHT), optimizer=FROZEN_SGD, scheduler=CONSTANT)
@@ -289,9 +291,11 @@ def test_training_logs_are_synchronised_over_processes():
         os.environ.clear()
         os.environ.update(saved_env)
     assert watch.options == {
-        # name: (on_step, on_epoch, prog_bar, synchronised)
-        "train/loss": (True, True, False, True),  # no progress bar drawn
-        "train/acc": (False, True, False, False),
+        # name: (on_step, on_epoch, prog_bar, synchronised); no progress bar drawn
+        "train/loss_step": (True, False, False, False),  # the last batch: reduced already
+        "train/loss_epoch": (False, True, False, True),
+        "train/loss": (False, True, False, True),  # the callbacks' epoch value (last record)
+        "train/acc": (False, True, False, True),
         "train/double": (False, True, False, True),
     }
     assert logged["train/loss_epoch"] == pytest.approx(_per_image().mean().item(), rel=1e-5)
@@ -932,3 +936,177 @@ def _wandb_history(folder: Path) -> list[dict]:
             items = record.history.item
             rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items})
     return rows
+
+
+# ------------------------------------------------------------------------------ logging cost
+class _LogCalls(pl.Callback):
+    """The names Lightning is asked to log (``_ResultCollection.log``, what every
+    ``self.log`` ends in: about a millisecond of host work each) inside each training step."""
+
+    def __init__(self, monkeypatch):
+        from pytorch_lightning.trainer.connectors.logger_connector.result import (
+            _ResultCollection,
+        )
+
+        self.per_step: list[list[str]] = []
+        original = _ResultCollection.log
+
+        def counted(results, fx, name, *args, **kwargs):
+            if fx == "training_step" and self.per_step:
+                self.per_step[-1].append(name)
+            return original(results, fx, name, *args, **kwargs)
+
+        monkeypatch.setattr(_ResultCollection, "log", counted)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.per_step.append([])
+
+
+STEP_LOGS = ["train/loss_step", "train/loss"]  # for the loggers, and for callbacks
+
+
+@pytest.mark.parametrize(
+    "method_name, overrides, extra",
+    [
+        ("erm", [], []),
+        ("adversarial", ["method.loss=trades", "method.attack.steps=1"], ["acc_adv", "ce", "kl"]),
+        ("stability", [], ["stab_loss", "task_loss"]),
+        ("selfsup", [], ["acc_adv", "ssl_acc_rotation", "ssl_loss"]),
+    ],
+)
+def test_only_logging_steps_call_self_log(monkeypatch, method_name, overrides, extra):
+    """12 steps with log_every_n_steps=4: steps 4, 8 and 12 are the ones Lightning writes to
+    the loggers, and only they log (the step loss); the other nine make no call, whatever
+    extra scalars the method reports (TRADES, stability, SSL), which are logged once, as
+    epoch means. Before, every step made 1 + len(extra) calls."""
+    calls = _LogCalls(monkeypatch)
+    cfg = compose_train("data=synthetic", "model=small_cnn", f"method={method_name}", *overrides)
+    dm = build_datamodule(
+        "synthetic", n_train=48, n_test=4, image_size=32, batch_size=4, val_fraction=0
+    )
+    dm.setup("fit")
+    pl.seed_everything(0, verbose=False)
+    trainer = _trainer(callbacks=[calls], log_every_n_steps=4)
+    trainer.fit(build_run_method(cfg, dm), datamodule=dm)
+    assert calls.per_step == [STEP_LOGS if step % 4 == 3 else [] for step in range(12)]
+    epoch = {"train/loss_step", "train/loss_epoch", "train/acc", *(f"train/{n}" for n in extra)}
+    assert set(trainer.logged_metrics) == epoch
+
+
+def test_the_step_loss_is_logged_on_logging_steps_the_last_batch_and_for_a_progress_bar(
+    monkeypatch,
+):
+    """Four batches of one image, log_every_n_steps=3: step 3 (a logging step) and step 4 (the
+    epoch's last batch, so callbacks end the epoch with its loss) log their loss, with the
+    batch's own value; with a progress bar drawn every step does."""
+    per_image = _per_image()
+    calls = _LogCalls(monkeypatch)
+    watch = _Placement()
+    method = ERM(LinearClassifier(WEIGHT), optimizer=FROZEN_SGD, scheduler=CONSTANT)
+    trainer = _trainer(callbacks=[calls, watch], log_every_n_steps=3)
+    trainer.fit(method, train_dataloaders=_loader(batch_size=1))
+    assert calls.per_step == [[], [], STEP_LOGS, STEP_LOGS]
+    assert "train/loss_step" not in watch.steps[1]
+    for step in (2, 3):
+        assert watch.steps[step]["train/loss_step"] == pytest.approx(per_image[step].item(), 1e-6)
+        assert watch.steps[step]["train/loss"] == pytest.approx(per_image[step].item(), 1e-6)
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(per_image.mean().item())
+
+    calls.per_step.clear()
+    method = ERM(LinearClassifier(WEIGHT), optimizer=FROZEN_SGD, scheduler=CONSTANT)
+    trainer = _trainer(callbacks=[calls], log_every_n_steps=3, enable_progress_bar=True)
+    trainer.fit(method, train_dataloaders=_loader(batch_size=1))
+    assert calls.per_step == [STEP_LOGS] * 4
+
+
+class _RankShards(_Doubled):
+    """Under DDP, rank 0 trains on images 0, 1, 2 in batches of 2 and 1, rank 1 on images 3
+    and 1 in batches of 1: unequal weights per process and per step."""
+
+    SHARDS = {0: ([0, 1, 2], 2), 1: ([3, 1], 1)}
+
+    def train_dataloader(self):
+        rows, batch_size = self.SHARDS[self.global_rank]
+        return DataLoader(TensorDataset(X[rows], Y[rows]), batch_size=batch_size)
+
+
+class _SaveCallbackMetrics(pl.Callback):
+    """Each process writes its ``trainer.callback_metrics`` at the end of the fit."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def on_train_end(self, trainer, pl_module):
+        values = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(values))
+
+
+@pytest.mark.slow  # two processes: about 45 s on a loaded 2-core machine
+def test_epoch_means_are_over_all_processes_under_ddp(tmp_path):
+    """Two real processes (gloo): every rank gets the mean over the 5 images both trained on
+    (not the mean of the two ranks' means), the step loss is the mean of the ranks' step
+    losses, as with Lightning's ``sync_dist``."""
+    saved_env = dict(os.environ)
+    try:
+        method = _RankShards(LinearClassifier(WEIGHT), optimizer=FROZEN_SGD, scheduler=CONSTANT)
+        trainer = _trainer(
+            strategy="ddp_spawn",
+            devices=2,
+            use_distributed_sampler=False,
+            callbacks=[_SaveCallbackMetrics(tmp_path)],
+        )
+        trainer.fit(method)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1]
+    per_image = _per_image()
+    expected = per_image[[0, 1, 2, 3, 1]].mean().item()
+    mean_of_ranks = (per_image[[0, 1, 2]].mean() + per_image[[3, 1]].mean()).item() / 2
+    assert expected != pytest.approx(mean_of_ranks, rel=1e-2)
+    logged = ranks[0]
+    assert logged["train/loss_epoch"] == pytest.approx(expected, rel=1e-6)
+    assert logged["train/loss"] == logged["train/loss_epoch"]
+    assert logged["train/double"] == pytest.approx(2 * expected, rel=1e-6)
+    assert logged["train/acc"] == pytest.approx(2 / 5)  # images 0 and 2 right
+    last_steps = (per_image[2] + per_image[1]).item() / 2  # rank 0: image 2; rank 1: image 1
+    assert logged["train/loss_step"] == pytest.approx(last_steps, rel=1e-6)
+
+
+class _SaveAfterFirstBatch(pl.Callback):
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == 0:
+            trainer.save_checkpoint(self.path)
+
+
+def test_a_checkpoint_taken_inside_an_epoch_carries_its_epoch_means(tmp_path):
+    """A checkpoint after batch 1 of 2 (images 0-2) holds the sums and weights so far; the fit
+    resumed from it on the remaining batch (image 3, as a resumable loader gives it) reports
+    the uninterrupted epoch values over all 4 images. Before, Lightning's running sums (and
+    the accuracy metric's counts) were not in the checkpoint: the resumed epoch reported
+    image 3 alone."""
+    from robustlab.methods.erm import EPOCH_MEANS_KEY
+
+    per_image = _per_image()
+    path = tmp_path / "inside.ckpt"
+    method = _Doubled(LinearClassifier(WEIGHT), optimizer=FROZEN_SGD, scheduler=CONSTANT)
+    _trainer(callbacks=[_SaveAfterFirstBatch(path)]).fit(method, train_dataloaders=_loader())
+    saved = torch.load(path, map_location="cpu", weights_only=True)[EPOCH_MEANS_KEY]
+    assert saved["train/loss"][1] == saved["train/double"][1] == 3
+    assert saved["train/loss"][0] == pytest.approx(per_image[:3].sum().item(), rel=1e-6)
+
+    resumed = _Doubled(LinearClassifier(WEIGHT), optimizer=FROZEN_SGD, scheduler=CONSTANT)
+    trainer = _trainer()
+    remaining = DataLoader(TensorDataset(X[[3, 3]], Y[[3, 3]]), batch_size=1)  # 2nd read
+    trainer.fit(resumed, train_dataloaders=remaining, ckpt_path=path)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert logged["train/loss_epoch"] == pytest.approx(per_image.mean().item(), rel=1e-6)
+    assert logged["train/double"] == pytest.approx(2 * per_image.mean().item(), rel=1e-6)
+    assert logged["train/acc"] == pytest.approx(0.5)  # images 0 and 2 right (image 3: wrong)
+    # a checkpoint at an epoch's end carries nothing: the next epoch starts afresh
+    trainer.save_checkpoint(tmp_path / "end.ckpt")
+    assert EPOCH_MEANS_KEY not in torch.load(tmp_path / "end.ckpt", weights_only=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytorch_lightning as pl
+import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.trainer.states import TrainerFn
@@ -70,6 +71,98 @@ class TrainingOutput:
     logs: dict[str, Tensor] = field(default_factory=dict)
     inputs: Tensor | None = None
     input_logits: Tensor | None = None
+
+
+#: Checkpoint key of the training scalars accumulated so far in an unfinished epoch.
+EPOCH_MEANS_KEY = "robustlab_epoch_means"
+
+
+class EpochMeans:
+    """Batch-size-weighted epoch means of named training scalars over all processes:
+    ``mean_k = Σ_(p, t) w_pt · v_kpt / Σ_(p, t) w_pt`` (process p, step t, weight w = the
+    step's batch size), the same number on every rank for any world size and batch size.
+
+    Per step, :meth:`add` is one in-place add on the value's device (no read back to the host,
+    no Lightning bookkeeping); :meth:`compute` reduces all sums and weights over the processes
+    in one all-reduce at the epoch's end. Sums are float64 (float32 on MPS, which has none).
+    Every process must add the same names in an epoch (as Lightning's ``sync_dist`` needs).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything added or restored (a new epoch)."""
+        self.sums: dict[str, Tensor] = {}  # Σ w·v per name, on the device
+        self.weights: dict[str, int] = {}  # Σ w per name
+        self.carried: dict[str, tuple[float, int]] = {}  # restored from a checkpoint
+
+    def __bool__(self) -> bool:
+        return bool(self.sums or self.carried)
+
+    def add(self, name: str, value: Tensor | float, weight: int, device: torch.device) -> None:
+        """Add a batch mean ``value`` (a one-element tensor or a number) over ``weight``
+        images: ``weight · value`` to ``name``'s sum."""
+        total = self._sum(name, value.device if isinstance(value, Tensor) else device)
+        if isinstance(value, Tensor):
+            total.add_(value.detach().reshape(()), alpha=weight)
+        else:
+            total.add_(float(value) * weight)
+        self.weights[name] = self.weights.get(name, 0) + weight
+
+    def add_total(self, name: str, total: Tensor, weight: int) -> None:
+        """Add a batch total (e.g. the number of right predictions) over ``weight`` images."""
+        self._sum(name, total.device).add_(total.detach().reshape(()))
+        self.weights[name] = self.weights.get(name, 0) + weight
+
+    def _sum(self, name: str, device: torch.device) -> Tensor:
+        if name not in self.sums:
+            self.sums[name] = torch.zeros((), dtype=_sum_dtype(device), device=device)
+        return self.sums[name]
+
+    def totals(self, strategy: Any, device: torch.device) -> tuple[list[str], Tensor, Tensor]:
+        """The names and their sums and weights over all processes (``strategy.reduce``)."""
+        names = sorted(self.sums.keys() | self.carried.keys())
+        dtype = _sum_dtype(device)
+        zero = torch.zeros((), dtype=dtype, device=device)
+        carried = [self.carried.get(n, (0.0, 0)) for n in names]
+        local = torch.tensor(
+            [
+                [s for s, _ in carried],
+                [w + self.weights.get(n, 0) for n, (_, w) in zip(names, carried, strict=True)],
+            ],
+            dtype=dtype,
+            device=device,
+        )
+        local[0] += torch.stack([self.sums.get(n, zero).to(device) for n in names])
+        packed = strategy.reduce(local, reduce_op="sum")
+        return names, packed[0], packed[1]
+
+    def compute(self, strategy: Any, device: torch.device) -> dict[str, Tensor]:
+        """Each name's mean over all processes (float32), then start afresh."""
+        names, sums, weights = self.totals(strategy, device)
+        self.reset()
+        means = (sums / weights).float()
+        return {name: means[i] for i, name in enumerate(names)}
+
+    def state(self, strategy: Any, device: torch.device) -> dict[str, tuple[float, int]]:
+        """Sums and weights over all processes so far, for a checkpoint (a collective: every
+        process saves, as Lightning requires)."""
+        names, sums, weights = self.totals(strategy, device)
+        pairs = zip(sums.tolist(), map(round, weights.tolist()), strict=True)
+        return dict(zip(names, pairs, strict=True))
+
+    def restore(self, state: Mapping[str, tuple[float, int]], owner: bool) -> None:
+        """Continue from :meth:`state`: the ``owner`` process carries the totals, the others
+        zeros under the same names (their sum over processes is the saved total)."""
+        self.reset()
+        self.carried = {
+            name: ((float(s), int(w)) if owner else (0.0, 0)) for name, (s, w) in state.items()
+        }
+
+
+def _sum_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def evaluation_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -213,9 +306,10 @@ class ERM(pl.LightningModule):
         self.run_config: dict | None = None  # the resolved run config, stored in checkpoints
         self._optimizer_names: list[str] = []
         self._schedule_intervals: list[str] = []
+        self.training_means = EpochMeans()  # train/loss, acc and <name>: epoch values
+        self._restored_means: dict[str, tuple[float, int]] | None = None
         if self.is_classifier:
             num_classes = model.num_classes
-            self.train_acc = MulticlassAccuracy(num_classes, average="micro")
             self.val_metrics = evaluation_metrics(num_classes, "val/")
             self.test_metrics = evaluation_metrics(num_classes, "test/")
             self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -337,35 +431,73 @@ class ERM(pl.LightningModule):
         return self._trainer is not None and self.trainer.progress_bar_callback is not None
 
     def log_training(self, out: TrainingOutput, y: Tensor | None) -> None:
-        """``train/loss`` (per step and epoch), ``train/acc`` of ``out.logits`` against ``y``
-        when both exist and the method is a classifier, and ``train/<name>`` for each of
-        ``out.logs`` (epoch means weighted by the batch size, over all processes: the same
-        number on every rank and for any world size). The loss and accuracy go to the progress
-        bar only when the trainer shows one: Lightning reads every progress-bar value back to the
-        host after each step, a device synchronisation that would stall an asynchronous GPU
-        pipeline once per step for a bar nobody sees."""
-        batch_size = len(y) if y is not None else None
-        show = self.shows_progress_bar
-        self.log(
-            "train/loss",
-            out.loss.detach(),
-            prog_bar=show,
-            on_step=True,
-            on_epoch=True,
-            batch_size=batch_size,
-            sync_dist=True,
-        )
+        """Record one training step: ``train/loss`` (an epoch mean, and the step's value on
+        logging steps), ``train/acc`` (top-1 accuracy of ``out.logits`` against ``y`` over the
+        epoch's images, when both exist and the method is a classifier) and ``train/<name>``
+        for each of ``out.logs`` (epoch means). Epoch values are weighted by the batch size
+        (``len(y)``, else ``len(out.logits)``, else 1) and taken over all processes
+        (:class:`EpochMeans`).
+
+        A step makes no ``self.log`` call unless it logs its loss (:meth:`logs_this_step`):
+        each call costs Lightning about a millisecond of host work (it moves its record of the
+        metric to the device), and with ``sync_dist`` an all-reduce, once per step and scalar.
+        The accuracy is counted on the device too (a torchmetrics update is host work)."""
+        weight = len(y) if y is not None else len(out.logits) if out.logits is not None else 1
+        loss = out.loss.detach()
+        self.training_means.add("train/loss", loss, weight, self.device)
         if self.is_classifier and out.logits is not None and y is not None:
-            self.train_acc.update(out.logits.detach(), y)  # logged once, at the epoch's end
+            right = (out.logits.detach().argmax(dim=1) == y).sum()  # top-1, over images
+            self.training_means.add_total("train/acc", right, len(y))
         for name, value in out.logs.items():
-            self.log(
-                f"train/{name}",
-                value.detach(),
-                on_step=False,
-                on_epoch=True,
-                batch_size=batch_size,
-                sync_dist=True,
-            )
+            self.record_training_scalar(name, value, weight)
+        if self.logs_this_step():
+            # the mean over processes, what sync_dist=True gave (a clone: the reduction is
+            # in place and ``loss`` shares its storage with the training loss)
+            value = self.trainer.strategy.reduce(loss.clone(), reduce_op="mean")
+            show = self.shows_progress_bar
+            step = {"on_step": True, "on_epoch": False, "batch_size": weight}
+            self.log("train/loss_step", value, prog_bar=show, **step)
+            self.log("train/loss", value, logger=False, **step)  # for callbacks
+
+    def record_training_scalar(self, name: str, value: Tensor | float, batch_size: int) -> None:
+        """Add ``value`` (weight ``batch_size``) to the epoch mean logged as ``train/<name>``."""
+        self.training_means.add(f"train/{name}", value, batch_size, self.device)
+
+    def logs_this_step(self) -> bool:
+        """Whether the current training step logs its loss (``train/loss_step``): on the steps
+        Lightning writes to the loggers (every ``trainer.log_every_n_steps``, asked the way
+        Lightning asks itself: ``trainer._logger_connector.should_update_logs``, a public
+        property on the one private attribute; Lightning has no public call for it), on the
+        epoch's last batch (so callbacks see the last step's loss), and on every step when a
+        progress bar is drawn. With gradient accumulation Lightning writes only the stepping
+        batch of a logging window; the others are logged too, and not written."""
+        if self._trainer is None:
+            return False
+        trainer = self.trainer
+        if self.shows_progress_bar or trainer.fast_dev_run:
+            return True
+        if trainer._logger_connector.should_update_logs:
+            return True
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return batches == trainer.num_training_batches
+
+    def log_epoch_means(self) -> None:
+        """Log the epoch values of :meth:`log_training`: ``train/loss_epoch`` (loggers),
+        ``train/loss`` (callbacks: checkpoint monitors, results.json), ``train/acc`` (both on
+        the progress bar when one is drawn) and ``train/<name>``. The values are already
+        reduced over processes; ``reduce_fx="max"`` with ``sync_dist`` returns them exactly and
+        tells Lightning they are synchronised (else it warns under DDP)."""
+        if not self.training_means:
+            return
+        means = self.training_means.compute(self.trainer.strategy, self.device)
+        epoch = {"on_step": False, "on_epoch": True, "sync_dist": True, "reduce_fx": "max"}
+        show = self.shows_progress_bar
+        loss = means.pop("train/loss", None)
+        if loss is not None:
+            self.log("train/loss_epoch", loss, prog_bar=show, **epoch)
+            self.log("train/loss", loss, logger=False, **epoch)
+        for name, value in means.items():
+            self.log(name, value, prog_bar=show and name == "train/acc", **epoch)
 
     def _evaluation_step(
         self,
@@ -387,19 +519,25 @@ class ERM(pl.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluation_step(batch, self.test_metrics, self.test_loss, "test")
 
+    def on_train_start(self) -> None:
+        """A fit starts its epoch means afresh, or from the sums of a checkpoint taken inside
+        an epoch (kept only if Lightning resumes that epoch: a new one resets them)."""
+        self.training_means.reset()
+        if self._restored_means is not None:
+            self.training_means.restore(self._restored_means, owner=self.global_rank == 0)
+            self._restored_means = None
+
     def on_train_epoch_start(self) -> None:
-        for module in self.frozen:  # frozen parts keep their running statistics
+        """Each epoch's means start empty (Lightning skips this hook when it resumes an
+        epoch mid-way); frozen parts keep their running statistics."""
+        self.training_means.reset()
+        for module in self.frozen:
             module.eval()
 
     def on_train_epoch_end(self) -> None:
-        """``train/acc`` of the epoch (over all processes), then the epoch's schedules of a
-        method that steps its own optimisers. The accuracy is logged here, not per step:
-        Lightning moves a logged metric object to its device on every ``log`` call, host
-        work that would be paid once per step."""
-        if self.is_classifier and self.train_acc.update_called:
-            show = self.shows_progress_bar
-            self.log("train/acc", self.train_acc.compute(), on_epoch=True, prog_bar=show)
-            self.train_acc.reset()
+        """The epoch's training values (:meth:`log_epoch_means`), then the epoch's schedules
+        of a method that steps its own optimisers."""
+        self.log_epoch_means()
         if not self.automatic_optimization:
             self.step_schedules("epoch")
 
@@ -500,14 +638,22 @@ class ERM(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store what is needed to rebuild the exported parts and to resume bit-for-bit: the
-        resolved config, the classifier's shape, the parts and every global random state."""
+        resolved config, the classifier's shape, the parts and every global random state;
+        inside an epoch (``every_n_train_steps``, ``val_check_interval`` < 1) also the
+        epoch's sums and weights over all processes (``EPOCH_MEANS_KEY``)."""
         parts = part_records(self, self.exported_parts())
         checkpoint[CHECKPOINT_KEY] = run_record(self.run_config, self.model, parts)
+        if self.training_means and self._trainer is not None:  # taken inside an epoch
+            strategy = self.trainer.strategy
+            checkpoint[EPOCH_MEANS_KEY] = self.training_means.state(strategy, self.device)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Resume: put every global random state back where the checkpoint left it (only when
-        fitting; testing a saved checkpoint leaves the random streams alone)."""
+        """Resume: put every global random state and the unfinished epoch's sums back where
+        the checkpoint left them (only when fitting; testing a saved checkpoint leaves the
+        random streams alone)."""
         rng = checkpoint.get(CHECKPOINT_KEY, {}).get("rng")
         fitting = self._trainer is None or self._trainer.state.fn == TrainerFn.FITTING
         if rng and fitting:
             restore_rng(rng)
+        if fitting:  # the unfinished epoch's sums, put back when the fit starts
+            self._restored_means = checkpoint.get(EPOCH_MEANS_KEY)

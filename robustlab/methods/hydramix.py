@@ -260,14 +260,7 @@ class HydraMix(ERM):
         """ERM's step on :meth:`training_batch`; logs ``train/generated`` (the epoch's fraction
         of generated batches)."""
         x, y, generated = self.training_batch(batch, batch_idx)
-        self.log(
-            "train/generated",
-            float(generated),
-            on_step=False,
-            on_epoch=True,
-            batch_size=len(y),
-            sync_dist=True,
-        )
+        self.record_training_scalar("generated", float(generated), len(y))
         return super().training_step((x, y), batch_idx)
 
     # ----------------------------------------------------------------- checkpoints
