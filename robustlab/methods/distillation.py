@@ -328,7 +328,9 @@ class DecoupledKD(Distillation):
         super().__init__(model, **distillation)
         check(alpha >= 0 and beta >= 0, f"method.alpha/beta must be >= 0, got {alpha}/{beta}")
         check(
-            isinstance(warmup_epochs, int) and warmup_epochs >= 0,
+            isinstance(warmup_epochs, int)
+            and not isinstance(warmup_epochs, bool)
+            and warmup_epochs >= 0,
             f"method.warmup_epochs must be an integer >= 0, got {warmup_epochs!r}",
         )
         self.alpha, self.beta = float(alpha), float(beta)

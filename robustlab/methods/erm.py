@@ -299,6 +299,11 @@ class ERM(pl.LightningModule):
             f"method.init_from copies classifier weights; {type(self).__name__} trains no "
             "classifier: set method.init_from=null",
         )
+        check(
+            trainable == "all" or self.is_classifier,
+            f"method.trainable selects classifier parameters; {type(self).__name__} trains no "
+            "classifier: set method.trainable=all",
+        )
         if init_from:
             initialise_from_checkpoint(self.model, init_from)
         self.frozen = freeze_except(self.model, trainable)
