@@ -535,3 +535,114 @@ def test_the_pool_is_saved_in_checkpoints_and_restored():
     untouched = _method(pool_capacity=3)
     untouched.on_load_checkpoint({k: v for k, v in checkpoint.items() if k != POOL_STATE})
     assert len(untouched.pool) == 0
+
+
+# ------------------------------------------------------------------------------ session-6 re-run
+class _SquaredFeatures(LinearClassifier):
+    """features(x) = flatten(x)²: a critic whose gradient depends on the interpolate, so the
+    WINN penalty depends on the mixing weights (a linear critic's does not)."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) ** 2
+
+
+def test_winn_penalty_mixes_with_the_negatives_stream_and_weight_one_counts():
+    torch.manual_seed(0)
+    method = IntrospectiveTraining(
+        _SquaredFeatures(WEIGHT, BIAS),
+        variant="winn",
+        negative_fraction=0.5,
+        gp_weight=1.0,
+        critic_weight=0.3,
+        seed=4,
+    )
+    pool = _filled(method)
+    method._trainer = _trainer(epoch=1)
+    method._batch_index = 3
+    x = torch.rand(4, 1, 2, 2, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(123)  # a mix from the global stream would differ
+    out = method.training_objective((x, Y))
+    draws = generator_for(4, "introspective_negatives", 0, 1, 3)
+    negatives, _ = pool.sample(4, draws)
+    mix = uniform((4,), 0.0, 1.0, draws, "cpu")
+    penalty = gradient_penalty(method.critic_values, x, negatives, mix)
+    assert penalty.item() > 0
+    torch.testing.assert_close(out.logs["gp"], penalty)
+    real, fake = method.critic_values(x), method.critic_values(negatives)
+    expected, _, _ = winn_loss(method(x), Y, real, fake, penalty, 0.3, 1.0)
+    torch.testing.assert_close(out.loss, expected)
+
+
+def test_pool_negatives_take_the_batchs_dtype():
+    method = _method(icn_form="one_vs_rest", negative_fraction=0.5, seed=1)
+    images = torch.rand(
+        3, 2, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
+    method.pool.add(images)  # e.g. a pool restored from a float64 run's checkpoint
+    method._trainer = _trainer(epoch=0)
+    method._batch_index = 1
+    out = method.training_objective((X, Y))
+    draws = generator_for(1, "introspective_negatives", 0, 0, 1)
+    negatives, classes = method.pool.sample(4, draws)
+    assert out.loss.dtype == torch.float32
+    expected, _, _ = one_vs_rest_loss(method(X), Y, method(negatives.float()), classes, 1.0)
+    torch.testing.assert_close(out.loss, expected)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_gather_shares_concatenates_the_ranks_shares_in_rank_order(rank):
+    """Two processes, per_class = 5: rank 0 holds 3 images per class, rank 1 holds 2; each
+    sends its share zero-padded to 3 (``all_gather`` stands in for the DDP collective)."""
+    method = _method(per_class=5)
+    shares = [torch.rand(3, n, 1, 2, 2, generator=torch.Generator().manual_seed(n)) for n in (3, 2)]
+    padded = [torch.cat([s, s.new_zeros(3, 3 - s.shape[1], 1, 2, 2)], dim=1) for s in shares]
+    sent = []
+
+    def all_gather(tensor):
+        sent.append(tensor.clone())
+        return torch.stack([tensor if r == rank else padded[r] for r in range(2)])
+
+    method.all_gather = all_gather
+    gathered = method.gather_shares(shares[rank], 2)
+    assert torch.equal(gathered, torch.cat(shares, dim=1))
+    assert gathered.shape == (3, 5, 1, 2, 2)
+    assert len(sent) == 1 and torch.equal(sent[0], padded[rank])
+
+
+def test_threshold_range_over_two_processes_is_the_min_and_max_of_both():
+    winn = _method(variant="winn")
+    _set(winn.critic, [[0.5, 0.0, -1.0, 1.0]], [0.3])
+    values = winn.critic_values(X)
+    low, high = values.min().item(), values.max().item()
+    other = torch.tensor([low - 1.5, -(high - 0.25)])  # the other rank: lower min, lower max
+    sent = []
+
+    def all_gather(tensor):
+        sent.append(tensor.clone())
+        return torch.stack([tensor, other])
+
+    winn._trainer = SimpleNamespace(global_rank=0, world_size=2)
+    winn.all_gather = all_gather
+    assert winn.threshold_range(X) == pytest.approx((low - 1.5, high))
+    assert len(sent) == 1
+    torch.testing.assert_close(sent[0], torch.tensor([low, -high]))
+
+
+def test_a_rank_with_no_share_synthesises_nothing_and_takes_the_others_images():
+    """per_class = 1 over two processes: rank 1's share is 0; it still joins the gather
+    (``all_gather`` stands in for the DDP collective) and fills its pool with rank 0's images."""
+    method = _method(per_class=1, pictures_per_class=0)
+    method._trainer = SimpleNamespace(current_epoch=0, global_step=0, global_rank=1, world_size=2)
+    theirs = torch.rand(3, 1, 1, 2, 2, generator=torch.Generator().manual_seed(6))
+    sent = []
+
+    def all_gather(tensor):
+        sent.append(tensor.clone())
+        return torch.stack([theirs, tensor])
+
+    method.all_gather = all_gather
+    new = method.synthesise(X)
+    assert torch.equal(new, theirs)
+    assert len(sent) == 1 and torch.equal(sent[0], torch.zeros(3, 1, 1, 2, 2))
+    assert method.pool.filled.tolist() == [1, 1, 1]
+    assert torch.equal(method.pool.images[:, :1], theirs)
