@@ -648,6 +648,24 @@ def test_report_plot_is_readable_at_19_corruptions_by_5_severities(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_legend_of_long_group_labels_fits_in_a_one_panel_figure():
+    """One condition (e.g. pgd40) and group labels longer than the panel is wide: the figure
+    widens so that every legend entry lies inside it."""
+    import matplotlib.pyplot as plt
+
+    from robustlab.reporting.plots import panel_figure
+
+    labels = [f"selfsup ssl_weight={w} attack_ssl_weight=0.0 (mnist, small_cnn)" for w in (0, 1)]
+    panels = {"pgd40": {label: [(0.1, 0.9, 0.01), (0.2, 0.4, 0.02)] for label in labels}}
+    fig = panel_figure(panels, "pgd_linf", "acc", title="pgd_linf: acc")
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    box, width = legend.get_window_extent(), fig.get_figwidth() * fig.dpi
+    assert box.x0 >= 0 and box.x1 <= width, (box, width)
+    assert [t.get_text() for t in legend.get_texts()] == labels
+    plt.close(fig)
+
+
 def test_autoattack_backend_and_version_are_recorded(digits_eval, tmp_path):
     """The reference AutoAttack runs as a suite on a tiny model; its accuracy is the one the
     backend gives on the same images, and results.json / report.md name backend and version."""

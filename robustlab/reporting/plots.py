@@ -157,7 +157,7 @@ def panel_figure(
     for ax in axes[:, 0]:
         ax.set_ylabel(metric)
     names = labels + ([reference_label] if reference is not None else [])
-    fig.legend(
+    key = fig.legend(
         [handles[k] for k in names],
         names,
         loc="lower center",
@@ -165,6 +165,10 @@ def panel_figure(
         ncol=1 if entries > 4 else 2,
         frameon=False,
     )
+    fig.canvas.draw()  # long group labels under few panels: widen the figure to the legend
+    wide = key.get_window_extent().width / fig.dpi + 0.3
+    if wide > fig.get_figwidth():
+        fig.set_figwidth(wide)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, legend / height, 1, 1))
     return fig
