@@ -229,6 +229,20 @@ def test_group_by_path_gives_one_row_per_path_argument(tmp_path: Path) -> None:
     assert [len(g.runs) for g in group_runs(load_runs(paths))] == [4]  # default: one config
 
 
+def test_group_by_labels_leave_out_keys_a_run_does_not_have(tmp_path: Path) -> None:
+    # an ERM baseline beside stability runs grouped by method and method.alpha: ERM has no
+    # alpha, so its row reads "method=erm" (not "method=erm alpha=?")
+    write_run(tmp_path / "s0", seed=0, acc=0.5, alpha=0.1)
+    baseline = write_run(tmp_path / "e0", seed=0, acc=0.6, method="erm")
+    doc = json.loads((baseline / "results.json").read_text())
+    del doc["config"]["method"]["alpha"]
+    (baseline / "results.json").write_text(json.dumps(doc))
+    groups = group_runs(load_runs([tmp_path]), ["method", "method.alpha"])
+    assert sorted(g.label for g in groups) == ["method=erm", "method=stability alpha=0.1"]
+    by_alpha = group_runs(load_runs([tmp_path]), ["method.alpha"])
+    assert sorted(g.label for g in by_alpha) == ["alpha=0.1", "without method.alpha"]
+
+
 def test_group_by_unknown_key_is_exit_2(two_configs: Path, capsys) -> None:
     assert main([str(two_configs), "--group-by", "method.alfa"]) == 2
     err = capsys.readouterr().err

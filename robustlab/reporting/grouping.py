@@ -144,11 +144,12 @@ def _explicit_keys(runs: Sequence[Run], group_by: Sequence[str]) -> list[tuple[t
     for run in runs:
         values = [lookup(run, k) for k in group_by]
         key = tuple(None if v is MISSING else canon(v) for v in values)
-        words = [
-            f"{short[k]}={'?' if v is MISSING else shown(v)}"
+        words = [  # a key the run does not have (e.g. a method-specific one) is left out
+            f"{short[k]}={shown(v)}"
             for k, v in zip(group_by, values, strict=True)
+            if v is not MISSING
         ]
-        keyed.append((key, " ".join(words)))
+        keyed.append((key, " ".join(words) or "without " + ", ".join(group_by)))
     return keyed
 
 
