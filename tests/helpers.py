@@ -209,3 +209,14 @@ class InterruptAt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
             raise KeyboardInterrupt("interrupted for the test")
+
+
+def error_message(call, kind: type[Exception] | None = None) -> str:
+    """The message of the ``kind`` error (default: ConfigError) that ``call()`` raises."""
+    import pytest
+
+    from robustlab.errors import ConfigError
+
+    with pytest.raises(kind or ConfigError) as error:
+        call()
+    return str(error.value)

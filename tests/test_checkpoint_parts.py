@@ -22,6 +22,7 @@ from robustlab.run.checkpoints import (
     recorded_subset,
     run_record,
 )
+from tests.helpers import error_message
 
 CONFIG = {"model": {"name": "small_cnn", "width": 4}}
 IMAGES = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -61,9 +62,7 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 
 def _error(call) -> str:
-    with pytest.raises(CheckpointError) as err:
-        call()
-    return str(err.value)
+    return error_message(call, CheckpointError)
 
 
 def test_every_part_loads_from_a_dict_a_file_and_a_run_folder(tmp_path):

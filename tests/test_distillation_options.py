@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlab.errors import CheckpointError, ConfigError
+from robustlab.errors import CheckpointError
 from robustlab.losses import crld_loss, dkd_loss, dkd_per_sample, kd_loss, kd_per_sample
 from robustlab.methods import distillation as distillation_module
 from robustlab.methods.consistency import AdversarialTerm
@@ -30,6 +30,7 @@ from robustlab.methods.distillation import (
 )
 from robustlab.models import ImageClassifier, build_backbone, build_classifier
 from robustlab.run.checkpoints import CHECKPOINT_KEY, ExportedPart, part_records, run_record
+from tests.helpers import error_message
 
 CLASSES = 3
 IMAGES = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -75,32 +76,28 @@ def _method(cls, teacher_path: Path, **options):
     return cls(_classifier(seed=3), teacher=str(teacher_path), **options)
 
 
-def _error(call, kind=ConfigError) -> str:
-    with pytest.raises(kind) as error:
-        call()
-    return str(error.value)
-
-
 # ------------------------------------------------------------------------------ the teacher
 def test_teacher_source_is_checked_word_for_word(tmp_path):
-    assert _error(lambda: check_teacher_source(None)) == (
+    assert error_message(lambda: check_teacher_source(None)) == (
         "method.teacher is required: set method.teacher=<teacher run folder or .ckpt> (train "
         "the teacher first with robustlab-train), or a pretrained model config such as "
         "method.teacher={model:torchvision,arch:resnet34,weights:IMAGENET1K_V1}"
     )
-    assert _error(lambda: check_teacher_source({"arch": "resnet34"})) == (
+    assert error_message(lambda: check_teacher_source({"arch": "resnet34"})) == (
         "method.teacher: a model-config teacher needs model=<model name>, got {'arch': 'resnet34'}"
     )
-    assert _error(lambda: check_teacher_source({"model": "torchvision", "weights": None})) == (
+    assert error_message(
+        lambda: check_teacher_source({"model": "torchvision", "weights": None})
+    ) == (
         "method.teacher={'model': 'torchvision', 'weights': None}: a teacher built from a model "
         "config needs pretrained weights (e.g. weights=IMAGENET1K_V1); a trained robustlab "
         "teacher is given by its run folder"
     )
-    assert _error(lambda: check_teacher_source(3)) == (
+    assert error_message(lambda: check_teacher_source(3)) == (
         "method.teacher must be a run folder, a .ckpt path or a model config, got 3"
     )
     missing = tmp_path / "nowhere"
-    assert _error(lambda: check_teacher_source(missing), CheckpointError) == (
+    assert error_message(lambda: check_teacher_source(missing), CheckpointError) == (
         f"method.teacher={missing}: no such checkpoint file or run folder; train the "
         "teacher first (robustlab-train ... hydra.run.dir=<folder>) and pass that folder"
     )
@@ -112,12 +109,12 @@ def test_teacher_source_is_checked_word_for_word(tmp_path):
 
 
 def test_unknown_pretrained_weight_set_is_a_config_error():
-    message = _error(lambda: pretrained_num_classes("torchvision", "resnet18", "NOPE"))
+    message = error_message(lambda: pretrained_num_classes("torchvision", "resnet18", "NOPE"))
     assert message.startswith(
         "method.teacher: torchvision has no weight set 'NOPE' for arch='resnet18' ("
     )
     assert pretrained_num_classes("torchvision", "resnet18", "IMAGENET1K_V1") == 1000
-    message = _error(lambda: pretrained_num_classes("small_cnn", None, "x"))
+    message = error_message(lambda: pretrained_num_classes("small_cnn", None, "x"))
     assert message == (
         "method.teacher.model=small_cnn: only model=torchvision has pretrained weights; "
         "give a robustlab teacher by its run folder"
@@ -133,7 +130,9 @@ def test_a_checkpoint_teacher_is_rebuilt_with_its_weights_in_eval_mode(teacher, 
     torch.testing.assert_close(built(IMAGES), model(IMAGES))
     broken = tmp_path / "broken.ckpt"
     broken.write_text("not a checkpoint")
-    message = _error(lambda: build_teacher(str(broken), _classifier(seed=3)), CheckpointError)
+    message = error_message(
+        lambda: build_teacher(str(broken), _classifier(seed=3)), CheckpointError
+    )
     assert message.startswith(f"method.teacher: checkpoint={broken} cannot be read (")
 
 
@@ -197,18 +196,18 @@ def test_teacher_in_channels_reads_the_classifier_or_says_none():
 def test_the_teacher_must_match_the_students_classes_and_channels(teacher, tmp_path):
     path, _ = teacher
     four = _write_teacher(tmp_path / "four.ckpt", _classifier(seed=1, classes=4))
-    message = _error(lambda: _method(KnowledgeDistillation, four))
+    message = error_message(lambda: _method(KnowledgeDistillation, four))
     assert message == (
         f"method.teacher={four} predicts 4 classes but the data has 3: distil from a teacher "
         "trained on the same data"
     )
     rgb = _write_teacher(tmp_path / "rgb.ckpt", _classifier(seed=1, channels=3))
-    assert _error(lambda: _method(KnowledgeDistillation, rgb)) == (
+    assert error_message(lambda: _method(KnowledgeDistillation, rgb)) == (
         f"method.teacher={rgb} takes 3-channel images but the data has 1: distil from a "
         "teacher trained on the same data"
     )
     method = _method(KnowledgeDistillation, path)
-    assert _error(lambda: method.set_teacher(nn.Linear(64, CLASSES))) == (
+    assert error_message(lambda: method.set_teacher(nn.Linear(64, CLASSES))) == (
         f"method.teacher={path} predicts None classes but the data has 3: distil from a "
         "teacher trained on the same data"
     )
@@ -223,26 +222,26 @@ def test_the_teacher_must_match_the_students_classes_and_channels(teacher, tmp_p
 
 def test_method_options_are_checked_word_for_word(teacher):
     path, _ = teacher
-    assert _error(lambda: _method(KnowledgeDistillation, path, temperature=0)) == (
+    assert error_message(lambda: _method(KnowledgeDistillation, path, temperature=0)) == (
         "method.temperature must be > 0, got 0"
     )
-    assert _error(lambda: _method(KnowledgeDistillation, path, lambda_ce=-0.5)) == (
+    assert error_message(lambda: _method(KnowledgeDistillation, path, lambda_ce=-0.5)) == (
         "method.lambda_ce must be >= 0, got -0.5"
     )
-    assert _error(lambda: _method(KnowledgeDistillation, path, lambda_kd=-1)) == (
+    assert error_message(lambda: _method(KnowledgeDistillation, path, lambda_kd=-1)) == (
         "method.lambda_kd must be >= 0, got -1"
     )
-    assert _error(lambda: _method(CRLD, path, consistency="crld")) == (
+    assert error_message(lambda: _method(CRLD, path, consistency="crld")) == (
         "CRLD has CRLD's view terms built in: set method.consistency=null"
     )
-    assert _error(lambda: _method(DecoupledKD, path, alpha=-1)) == (
+    assert error_message(lambda: _method(DecoupledKD, path, alpha=-1)) == (
         "method.alpha/beta must be >= 0, got -1/8.0"
     )
-    assert _error(lambda: _method(DecoupledKD, path, beta=-2)) == (
+    assert error_message(lambda: _method(DecoupledKD, path, beta=-2)) == (
         "method.alpha/beta must be >= 0, got 1.0/-2"
     )
     for bad in (2.0, -1, True):
-        assert _error(lambda bad=bad: _method(DecoupledKD, path, warmup_epochs=bad)) == (
+        assert error_message(lambda bad=bad: _method(DecoupledKD, path, warmup_epochs=bad)) == (
             f"method.warmup_epochs must be an integer >= 0, got {bad!r}"
         )
     # the limits themselves are allowed
@@ -261,7 +260,7 @@ def test_defaults_of_the_three_methods(teacher):
     crld = _method(CRLD, path)
     terms = crld.view_terms
     assert (terms.lambda_wv, terms.lambda_cv, terms.tau_w, terms.tau_s) == (2.0, 0.5, 0.9, 0.2)
-    assert _error(lambda: _method(CRLD, path, tau_w=1.5)) == (
+    assert error_message(lambda: _method(CRLD, path, tau_w=1.5)) == (
         "method.tau_w must be a probability in [0, 1], got 1.5"
     )
 
@@ -287,12 +286,12 @@ def _attach(method, view_recipes):
 def test_setup_refuses_data_without_the_needed_views(teacher):
     path, _ = teacher
     crld = _attach(_method(CRLD, path), {"weak": None})
-    assert _error(lambda: crld.setup("fit")) == (
+    assert error_message(lambda: crld.setup("fit")) == (
         "method needs the training views ['strong']: set data.views=[weak,strong]"
     )
     crld.setup("test")  # only fitting needs the views
     plugged = _attach(_method(KnowledgeDistillation, path, consistency="crld"), {})
-    assert _error(lambda: plugged.setup("fit")) == (
+    assert error_message(lambda: plugged.setup("fit")) == (
         "method.consistency=crld needs the training views ['weak', 'strong']: set "
         "data.views=[weak,strong]"
     )

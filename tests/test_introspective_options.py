@@ -15,7 +15,6 @@ from PIL import Image
 from torchvision.utils import save_image
 
 from robustlab.data.seeding import generator_for
-from robustlab.errors import ConfigError
 from robustlab.losses import (
     gradient_penalty,
     icn_evidence,
@@ -33,7 +32,7 @@ from robustlab.methods.synthesis import (
     langevin,
 )
 from robustlab.randomness import normal, uniform
-from tests.helpers import LinearClassifier
+from tests.helpers import LinearClassifier, error_message
 
 # K = 3 classes of 1 × 2 × 2 images: logits = W · flatten(x) + b
 WEIGHT = [[1.0, -1.0, 0.5, 0.0], [-0.5, 0.5, 0.0, 2.0], [0.3, 0.2, -1.0, 0.4]]
@@ -45,12 +44,6 @@ Y = torch.tensor([0, 2, 1, 0])
 def _method(**options) -> IntrospectiveTraining:
     torch.manual_seed(0)
     return IntrospectiveTraining(LinearClassifier(WEIGHT, BIAS), **options)
-
-
-def _error(call) -> str:
-    with pytest.raises(ConfigError) as error:
-        call()
-    return str(error.value)
 
 
 def _trainer(epoch: int = 0, step: int = 0, **more) -> SimpleNamespace:
@@ -100,7 +93,7 @@ def _trainer(epoch: int = 0, step: int = 0, **more) -> SimpleNamespace:
     ],
 )
 def test_bad_options_are_config_errors_word_for_word(options, message):
-    error = _error(lambda: _method(**options))
+    error = error_message(lambda: _method(**options))
     sampler = message.startswith(("method.langevin", "method.winn"))  # synthesis.py's wording
     assert error.startswith(message) if sampler else error == message
 

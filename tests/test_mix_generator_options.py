@@ -16,12 +16,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from robustlab.data.seeding import generator_for
-from robustlab.errors import ConfigError
 from robustlab.losses import reconstruction_laplacian_loss
 from robustlab.methods import MixGenerator
 from robustlab.methods.mix_generator import GENERATOR_FACTORY, PALETTE
 from robustlab.methods.mixing_masks import sample_masks
-from tests.helpers import quiet_cpu_trainer
+from tests.helpers import error_message, quiet_cpu_trainer
 
 SGD = {
     "name": "sgd",
@@ -57,12 +56,6 @@ def _stage(seed: int = 3, **options) -> MixGenerator:
         "seed": seed,
     }
     return MixGenerator(_data_model(), **{**defaults, **options})
-
-
-def _error(call) -> str:
-    with pytest.raises(ConfigError) as error:
-        call()
-    return str(error.value)
 
 
 # ------------------------------------------------------------------------------ the step
@@ -185,7 +178,7 @@ def test_grouped_splits_rows_into_groups_and_refuses_other_batches():
     assert stage.grouped((IMAGES, LABELS, {}))[2] is None
     for size, rows in ((None, 8), (1, 8), (3, 8)):
         stage.group_size = size
-        assert _error(lambda rows=rows: stage.grouped((IMAGES[:rows], LABELS[:rows]))) == (
+        assert error_message(lambda rows=rows: stage.grouped((IMAGES[:rows], LABELS[:rows]))) == (
             "MixGenerator needs batches of same-class groups (data.group_size >= 2), got "
             f"8 rows for groups of {size}"
         )
@@ -402,7 +395,7 @@ def test_setup_reads_the_group_size_when_fitting():
     ],
 )
 def test_bad_options_are_config_errors_word_for_word(options, message):
-    error = _error(lambda: _stage(**options))
+    error = error_message(lambda: _stage(**options))
     prefix = message.endswith(("one of", "['ngff']", "['ndff']"))  # then the accepted values
     assert error.startswith(message) if prefix else error == message
 
