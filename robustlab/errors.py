@@ -19,6 +19,11 @@ class ConfigError(RobustlabError, ValueError):
     """A config value is missing, unknown or out of range."""
 
 
+class FinishedRunError(ConfigError):
+    """The run folder holds a finished run of another config; it is refused and left as it is
+    (no failure is recorded over the finished run's results)."""
+
+
 class DataNotFoundError(RobustlabError, FileNotFoundError):
     """Dataset files are missing where they were expected."""
 

@@ -22,12 +22,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from robustlab.errors import FinishedRunError
 
 RESULTS_FILE = "results.json"
 PACKAGES = (
@@ -74,6 +76,15 @@ class Results:
     subset: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> Results:
+        """The inverse of ``to_dict`` (keys written beside the fields, such as
+        ``earlier_failures``, are not part of a run's results and are dropped)."""
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in record.items() if k in known}
+        kept["robustness"] = [RobustnessRecord(**r) for r in record.get("robustness") or []]
+        return cls(**kept)
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -189,6 +200,49 @@ def read_results(path: str | os.PathLike) -> Any:
     ``OSError`` or ``ValueError`` (malformed JSON) for the caller to name in its own terms."""
     path = Path(path).expanduser()
     return json.loads((path / RESULTS_FILE if path.is_dir() else path).read_text())
+
+
+def finished_results(
+    run_dir: Path, config: Mapping[str, Any], *, part: str | None = None
+) -> Results | None:
+    """The results of ``run_dir`` when it holds a finished run (``status: ok``) of ``config``
+    (plain containers; ``part``: the key of the stored config it is, as
+    robustlab-eval stores ``{"eval": …, "train": …}``), else None. ``resume=auto`` uses it so
+    a re-submitted sweep skips the jobs that finished. A finished run of another config raises
+    :class:`FinishedRunError` (its checkpoints belong to that config). ``resume`` is not
+    compared."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = read_results(path)
+    except (OSError, ValueError):
+        return None  # unreadable: run again (write_results keeps the file aside)
+    if not isinstance(record, dict) or record.get("status") != "ok":
+        return None
+    stored = record.get("config") or {}
+    if part is not None:
+        stored = stored.get(part) or {}
+    wanted = {k: v for k, v in json_safe(config).items() if k != "resume"}
+    changed = _differing_keys({k: v for k, v in stored.items() if k != "resume"}, wanted)
+    if changed:
+        raise FinishedRunError(
+            f"resume=auto: {run_dir} holds a finished run with another config (differs at "
+            f"{', '.join(changed[:5])}); use a new hydra.run.dir, or delete its results.json "
+            "and checkpoints to redo it"
+        )
+    return Results.from_dict(record)
+
+
+def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted keys at which two nested containers differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [
+            key
+            for name in sorted(set(a) | set(b), key=str)
+            for key in _differing_keys(a.get(name), b.get(name), f"{prefix}{name}.")
+        ]
+    return [] if a == b else [prefix.rstrip(".") or "top level"]
 
 
 def _git_commit(paths: Iterable[Path]) -> str | None:

@@ -208,6 +208,62 @@ def test_interrupted_stochastic_run_resumes_exactly(tmp_path):
     assert _tensorboard_scalars(run_dir) == _tensorboard_scalars(tmp_path / "full")
 
 
+class InterruptTesting(pl.Callback):
+    """Stops the run once it is testing: training is over, its evaluation is not."""
+
+    def on_test_start(self, trainer, pl_module):
+        raise KeyboardInterrupt("interrupted for the test")
+
+
+class CountTrainedBatches(pl.Callback):
+    def __init__(self):
+        self.batches = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.batches += 1
+
+
+def test_run_stopped_after_its_last_epoch_resumes_with_the_uninterrupted_metrics(tmp_path):
+    """A job killed while testing (or scoring its suites) resumes with ``resume=auto``, trains
+    no batch, and reports the train/ and val/ scalars of its last epoch from last.ckpt: the
+    metrics of an uninterrupted run, not the test numbers alone."""
+    overrides = [*TINY, "trainer.max_epochs=2"]
+    full = train(compose_train(*overrides), tmp_path / "full")
+    run_dir = tmp_path / "stopped"
+    with pytest.raises(SystemExit):
+        train(compose_train(*overrides), run_dir, extra_callbacks=(InterruptTesting(),))
+    assert not (run_dir / "results.json").exists()
+    count = CountTrainedBatches()
+    resumed = train(compose_train(*overrides, "resume=auto"), run_dir, extra_callbacks=(count,))
+    assert count.batches == 0
+    assert {"train/loss", "train/acc", "val/acc", "val/best_acc"} <= set(full.metrics)
+    assert resumed.metrics == full.metrics
+
+
+def test_resubmitted_finished_run_is_left_as_it_is(tmp_path):
+    """``resume=auto`` on a folder whose results.json records a finished run of the same
+    config returns that record without training or rewriting anything (a re-submitted sweep
+    skips its finished jobs); the same folder with another config is refused by name."""
+    overrides = [*TINY, "trainer.max_epochs=1", "resume=auto"]
+    first = train(compose_train(*overrides), tmp_path)
+    written = (tmp_path / "results.json").read_text()
+    count = CountTrainedBatches()
+    again = train(compose_train(*overrides), tmp_path, extra_callbacks=(count,))
+    assert count.batches == 0
+    assert again.metrics == first.metrics and again.robustness == first.robustness
+    assert (tmp_path / "results.json").read_text() == written
+    other = run_app(
+        "train", *overrides, "method.optimizer.lr=0.5", f"hydra.run.dir={tmp_path}", cwd=tmp_path
+    )
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines() == [
+        f"Error: resume=auto: {tmp_path} holds a finished run with another config (differs at "
+        "method.optimizer.lr); use a new hydra.run.dir, or delete its results.json and "
+        "checkpoints to redo it"
+    ]
+    assert (tmp_path / "results.json").read_text() == written  # no failure recorded over it
+
+
 def test_resumed_run_continues_the_interrupted_wandb_run(tmp_path):
     """resume=auto logs into the wandb run of the interrupted part (same run id, so ``wandb
     sync`` joins both parts into one history); a fresh run in a new folder gets its own id."""

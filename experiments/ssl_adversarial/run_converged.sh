@@ -7,8 +7,10 @@
 set -euo pipefail
 OUT=${1:?usage: run_converged.sh OUT_DIR [PART]}
 PART=${2:-all}
-TRAIN=${TRAIN:-robustlab-train}
-EVAL=${EVAL:-robustlab-eval}
+# resume=auto: a part stopped midway (a killed session, a time limit) is finished by running the
+# same command again; finished jobs are left as they are, interrupted ones continue.
+TRAIN="${TRAIN:-robustlab-train} resume=auto"
+EVAL="${EVAL:-robustlab-eval} resume=auto"
 REPORT=${REPORT:-robustlab-report}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 SEEDS=0,1,2

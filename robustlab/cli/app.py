@@ -33,7 +33,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from robustlab.cli.config_tree import config_groups_help, one_line
-from robustlab.errors import ConfigError, RobustlabError
+from robustlab.errors import ConfigError, FinishedRunError, RobustlabError
 from robustlab.results import Results, provenance, write_results
 from robustlab.run.builders import config_container
 from robustlab.run.loggers import JobIdentity, job_scope
@@ -176,7 +176,7 @@ def run_job(task: Callable[[DictConfig, Path], object], cfg: DictConfig) -> None
             _record_failure(cfg, run_dir, RuntimeError(f"run ended early: {reason[0]}"), started)
         raise
     except (Exception, KeyboardInterrupt) as error:
-        if rank_zero_only.rank == 0:
+        if rank_zero_only.rank == 0 and not isinstance(error, FinishedRunError):
             _record_failure(cfg, run_dir, error, started)
         if not isinstance(error, RobustlabError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

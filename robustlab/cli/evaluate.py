@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from robustlab.cli.app import hydra_app
 from robustlab.reporting.report_card import write_report_card
-from robustlab.results import Results, provenance, write_results
+from robustlab.results import RESULTS_FILE, Results, finished_results, provenance, write_results
 from robustlab.run.builders import build_data, config_container
 from robustlab.run.checkpoints import (
     CHECKPOINT_KEY,
@@ -37,6 +37,11 @@ log = logging.getLogger("robustlab")
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> Results:
     started = time.time()
+    if cfg.get("resume") == "auto":
+        finished = finished_results(run_dir, config_container(cfg), part="eval")
+        if finished is not None:
+            log.info(f"already finished, left as it is (resume=auto): {run_dir / RESULTS_FILE}")
+            return finished
     checkpoint_file = checkpoint_path(cfg.checkpoint)
     checkpoint = load_checkpoint(checkpoint_file)
     run_cfg = OmegaConf.create(checkpoint[CHECKPOINT_KEY]["config"])

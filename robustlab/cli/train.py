@@ -18,7 +18,15 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 from robustlab.cli.app import choice, hydra_app
 from robustlab.errors import CheckpointError
 from robustlab.reporting.report_card import write_report_card
-from robustlab.results import PICTURES, Results, provenance, scalar_metrics, write_results
+from robustlab.results import (
+    PICTURES,
+    RESULTS_FILE,
+    Results,
+    finished_results,
+    provenance,
+    scalar_metrics,
+    write_results,
+)
 from robustlab.run.builders import build_data, build_run_method, config_container
 from robustlab.run.callbacks import LoggedHistory, build_callbacks
 from robustlab.run.checkpoints import load_checkpoint
@@ -83,6 +91,11 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
     """Run one training job in ``run_dir``; returns (and on rank 0 writes) its results."""
     started = time.time()
     validate_train(cfg, run_dir)  # every group, before any data is read or step taken
+    auto = cfg.get("resume") == "auto"
+    finished = finished_results(run_dir, config_container(cfg)) if auto else None
+    if finished is not None:
+        log.info(f"already finished, left as it is (resume=auto): {run_dir / RESULTS_FILE}")
+        return finished
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     with distributed_job():
         datamodule = build_data(cfg)
@@ -106,7 +119,11 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
             app_module="robustlab.cli.train",
         )
         trainer.fit(method, datamodule=datamodule, ckpt_path=resume_from)
-        metrics = run_metrics(trainer.callback_metrics)
+        # resumed after its last epoch, the fit trains nothing: the checkpoint's epoch scalars
+        metrics = {
+            **run_metrics(checkpoint.restored_metrics),
+            **run_metrics(trainer.callback_metrics),
+        }
         best = checkpoint.best_model_path or checkpoint.last_model_path or None
         if checkpoint.best_model_score is not None:
             metrics["val/best_" + str(checkpoint.monitor).split("/")[-1]] = float(

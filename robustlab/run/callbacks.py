@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.loggers import CSVLogger
 
 from robustlab.errors import ConfigError, check
+from robustlab.results import scalar_metrics
 
 LAST = "last.ckpt"
 
@@ -46,13 +47,29 @@ class RunCheckpoint(ModelCheckpoint):
     carries the epoch's complete state (early-stopping counters, best-k bookkeeping, RNG); a
     job stopped mid-epoch (SIGTERM, Ctrl-C) resumes from the end of its last finished epoch and
     re-runs the interrupted one with the same random draws.
+
+    Each checkpoint also carries the epoch-level scalars of the last finished epoch
+    (``epoch_metrics``; ``restored_metrics`` after a resume): a run stopped after its last epoch
+    (in testing or the suites) resumes with no epoch left to train and still reports the
+    ``train/`` and ``val/`` numbers of the uninterrupted run.
     """
 
     def __init__(self, *, save_last: bool = True, **kwargs) -> None:
         super().__init__(save_last=False, save_on_exception=False, **kwargs)
         self.keep_last = bool(save_last)
+        self.epoch_metrics: dict[str, float] = {}
+        self.restored_metrics: dict[str, float] = {}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "epoch_metrics": dict(self.epoch_metrics)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.restored_metrics = dict(state_dict.get("epoch_metrics") or {})
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # monitoring callbacks run after the module's epoch-end hook: every epoch scalar is in
+        self.epoch_metrics = scalar_metrics(trainer.callback_metrics)
         with sigterm_deferred():
             super().on_train_epoch_end(trainer, pl_module)
             if self.keep_last and not trainer.sanity_checking and not trainer.fast_dev_run:

@@ -156,6 +156,11 @@ def validate_train(cfg: DictConfig, run_dir: Path) -> None:
 def validate_eval(cfg: DictConfig, run_cfg: DictConfig, run_dir: Path) -> None:
     """Every group of a ``robustlab-eval`` run: the data of the checkpoint's config merged with
     this command's ``data`` keys, the suites, the trainer and the loggers."""
+    check(
+        cfg.get("resume") in (None, "auto"),
+        f"resume={cfg.get('resume')}: robustlab-eval takes resume=auto (leave a finished "
+        "evaluation as it is) or null",
+    )
     seed = validate_seed(cfg.get("seed"))
     datamodule = validate_data(run_cfg.data)
     validate_suites(cfg.get("suite"), datamodule, seed)
