@@ -762,3 +762,27 @@ def test_report_card_skips_the_plot_when_no_condition_has_two_levels(tmp_path):
     report = write_report_card(results, tmp_path).read_text()
     assert "| jpeg |" in report and "0.8100" in report and "0.7400" in report
     assert "![" not in report and not (tmp_path / "plots").exists()
+
+
+@pytest.mark.parametrize(
+    "reference",
+    sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*/reference.yaml")),
+    ids=lambda path: path.parent.name,
+)
+def test_every_shipped_reference_loads_and_matches_real_config_keys(reference: Path) -> None:
+    """Each experiment's reference.yaml parses, and every row's match names config groups that
+    exist and keys that the composed config of those groups has: a typo'd key would silently
+    match no run, and the paper's number would never appear beside the measured rows."""
+    from omegaconf import OmegaConf
+
+    from robustlab.reporting.reference import load_reference
+    from tests.helpers import compose_train
+
+    loaded = load_reference(reference)
+    assert loaded.source
+    for match, values in loaded.rows:
+        assert values, match
+        groups = [f"{g}={match[g]}" for g in ("method", "data", "model") if g in match]
+        cfg = compose_train(*groups)
+        for key in set(match) - {"method", "data", "model", "seed"}:
+            assert OmegaConf.select(cfg, key, default=KeyError) is not KeyError, (key, groups)
