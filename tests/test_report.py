@@ -786,3 +786,32 @@ def test_every_shipped_reference_loads_and_matches_real_config_keys(reference: P
         cfg = compose_train(*groups)
         for key in set(match) - {"method", "data", "model", "seed"}:
             assert OmegaConf.select(cfg, key, default=KeyError) is not KeyError, (key, groups)
+
+
+def test_table_states_the_commits_hardware_and_wall_time_of_its_runs(tmp_path: Path) -> None:
+    """Under the table: the commit(s) with run counts, the hardware, the wall time per run
+    (median, range, total) and the first and last start, from each results.json's provenance;
+    failed runs are not counted."""
+    facts = [
+        ("a" * 40, 600.0, "2026-11-24T10:00:00+0000"),
+        ("a" * 40, 1200.0, "2026-11-24T09:00:00+0000"),
+        ("b" * 40 + "+dirty", 1500.0, "2026-11-24T11:30:00+0000"),
+    ]
+    for seed, (commit, wall, started) in enumerate(facts):
+        run = write_run(tmp_path / str(seed), seed=seed, acc=0.9)
+        doc = json.loads((run / "results.json").read_text())
+        doc["provenance"] = {
+            "git_commit": commit,
+            "device": "cpu (x86_64, 2 cores)",
+            "wall_time_s": wall,
+            "started": started,
+        }
+        (run / "results.json").write_text(json.dumps(doc))
+    write_run(tmp_path / "9", seed=9, status="failed", error="boom")
+    markdown = to_markdown(aggregate(group_runs(load_runs([tmp_path])), ["test/acc"]))
+    assert markdown.split("fraction × 100.\n", 1)[1].split("\n\n")[0].splitlines() == [
+        "Code: commit aaaaaaa (2), bbbbbbb+dirty (1).",
+        "Hardware: cpu (x86_64, 2 cores).",
+        "Wall time per run: median 20.0 min (10.0–25.0), 0.92 h in all (3 runs).",
+        "Started: 2026-11-24T09:00:00+0000 to 2026-11-24T11:30:00+0000.",
+    ]

@@ -48,6 +48,8 @@ class Run:
     overrides: dict[str, str] | None = None  # from .hydra/overrides.yaml
     records: list[Record] = field(default_factory=list)  # robustness records at numeric levels
     found_under: str | None = None  # the PATH argument of load_runs that found it
+    #: where and how it ran: git_commit, device, wall_time_s, started (from results.json)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -139,7 +141,16 @@ def _load_results(file: Path) -> Run:
         config=flatten(config),
         overrides=overrides,
         records=leveled,
+        provenance=_provenance(doc.get("provenance")),
     )
+
+
+def _provenance(record: Any) -> dict[str, Any]:
+    """The keys of a results.json ``provenance`` a report states: code, hardware, time."""
+    if not isinstance(record, Mapping):
+        return {}
+    keys = ("git_commit", "device", "wall_time_s", "started")
+    return {k: record[k] for k in keys if record.get(k) is not None}
 
 
 def _load_unfinished(run_dir: Path) -> Run:

@@ -14,6 +14,7 @@ import io
 import math
 import re
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -23,6 +24,7 @@ from typing import Any
 from robustlab.errors import RobustlabError
 from robustlab.reporting.grouping import Group, shown
 from robustlab.reporting.reference import Reference, matches
+from robustlab.reporting.runs import Run, is_number
 
 _ACC = re.compile(r"(?<![a-z])acc(uracy)?(?![a-z])", re.IGNORECASE)
 
@@ -63,6 +65,7 @@ class Table:
     reference: Reference | None = None
     unmatched: list[str] = field(default_factory=list)  # reference rows matching no group
     baseline: str | None = None  # label of the baseline group of the error-reduction columns
+    provenance: list[str] = field(default_factory=list)  # code, hardware, wall time of the runs
 
 
 def _stat(values: Sequence[float]) -> Stat:
@@ -225,7 +228,42 @@ def aggregate(
                     found = s is not None and b is not None
                     row.reduction[c.metric] = error_reduction(s.mean, b.mean) if found else None
     label = chosen.label if chosen is not None else None
-    return Table(columns, rows, problems, decimals, reference, unmatched, label)
+    return Table(
+        columns, rows, problems, decimals, reference, unmatched, label, provenance_lines(ok_runs)
+    )
+
+
+def _counted(values: Sequence[str]) -> str:
+    counts = Counter(values)
+    return ", ".join(f"{v} ({n})" if len(counts) > 1 else v for v, n in counts.most_common())
+
+
+def provenance_lines(runs: Sequence[Run]) -> list[str]:
+    """What a table must state about its runs (their results.json ``provenance``): the commits
+    (short hash, with run counts when several), the hardware, the wall time per run (median,
+    range and total; a resumed run counts its last part only) and when they started; a fact no
+    run recorded is left out."""
+    facts = [r.provenance for r in runs]
+    commits = [str(f["git_commit"]) for f in facts if f.get("git_commit")]
+    lines = []
+    if commits:
+        short = [c[:7] + ("+dirty" if c.endswith("+dirty") else "") for c in commits]
+        lines.append(f"Code: commit {_counted(short)}.")
+    devices = [str(f["device"]) for f in facts if f.get("device")]
+    if devices:
+        lines.append(f"Hardware: {_counted(devices)}.")
+    walls = sorted(float(f["wall_time_s"]) for f in facts if is_number(f.get("wall_time_s")))
+    if walls:
+        minutes = [w / 60 for w in walls]
+        lines.append(
+            f"Wall time per run: median {statistics.median(minutes):.1f} min "
+            f"({minutes[0]:.1f}–{minutes[-1]:.1f}), {sum(walls) / 3600:.2f} h in all "
+            f"({len(walls)} runs)."
+        )
+    started = sorted(str(f["started"]) for f in facts if f.get("started"))
+    if started:
+        lines.append(f"Started: {started[0]} to {started[-1]}.")
+    return lines
 
 
 def _cell(text: Any) -> str:
@@ -268,6 +306,7 @@ def to_markdown(table: Table) -> str:
         lines.append(cells)
     out = ["| " + " | ".join(_cell(x) for x in line) + " |" for line in lines]
     out += ["", "Mean ± sample std (ddof=1) over the n seeds of each group; (%): fraction × 100."]
+    out += [_cell(line) for line in table.provenance]
     if table.baseline is not None:
         out.append(
             "err. red.: error reduction vs the baseline group "
