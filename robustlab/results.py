@@ -226,10 +226,13 @@ def finished_results(
     wanted = {k: v for k, v in json_safe(config).items() if k != "resume"}
     changed = _differing_keys({k: v for k, v in stored.items() if k != "resume"}, wanted)
     if changed:
+        facts = record.get("provenance") if isinstance(record.get("provenance"), dict) else {}
         raise FinishedRunError(
             f"resume=auto: {run_dir} holds a finished run with another config (differs at "
             f"{', '.join(changed[:5])}); use a new hydra.run.dir, or delete its results.json "
-            "and checkpoints to redo it"
+            "and checkpoints to redo it",
+            config=stored,
+            overrides=facts.get("overrides"),
         )
     return Results.from_dict(record)
 
@@ -271,9 +274,19 @@ def _device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def _job_overrides() -> list[str] | None:
+    """The overrides of the current Hydra job (``key=value`` strings), None outside one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return [str(item) for item in HydraConfig.get().overrides.task]
+
+
 def provenance(started: float, *, world_size: int = 1, cwd: Path | None = None) -> dict[str, Any]:
     """Where and with what a run was made: commit, versions, device, host and process id,
-    start time, wall time, command."""
+    start time, wall time, command, and the Hydra job's own overrides (a sweep's command line
+    holds every job's values; ``overrides`` this job's)."""
     versions = {}
     for package in PACKAGES:
         try:
@@ -289,6 +302,7 @@ def provenance(started: float, *, world_size: int = 1, cwd: Path | None = None) 
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "command": " ".join(sys.argv),
+        **({"overrides": overrides} if (overrides := _job_overrides()) is not None else {}),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "started_unix": round(started, 3),
         "wall_time_s": round(time.time() - started, 3),

@@ -815,3 +815,21 @@ def test_table_states_the_commits_hardware_and_wall_time_of_its_runs(tmp_path: P
         "Wall time per run: median 20.0 min (10.0–25.0), 0.92 h in all (3 runs).",
         "Started: 2026-11-24T09:00:00+0000 to 2026-11-24T11:30:00+0000.",
     ]
+
+
+def test_a_runs_recorded_overrides_beat_a_rewritten_hydra_folder(tmp_path: Path) -> None:
+    """Groups are labelled by the overrides each results.json records for its own job; the
+    folder's .hydra/overrides.yaml (which a later, refused job may have rewritten) is only the
+    fallback for records that predate them."""
+    for seed, alpha in enumerate((0.1, 0.3)):
+        run = write_run(
+            tmp_path / str(seed), seed=seed, acc=0.9, alpha=alpha, overrides=ovr(0.9, 0)
+        )
+        doc = json.loads((run / "results.json").read_text())
+        doc["provenance"] = {"overrides": ovr(alpha, seed)}
+        (run / "results.json").write_text(json.dumps(doc))
+    labels = [g.label for g in group_runs(load_runs([tmp_path]))]
+    assert labels == [
+        "stability alpha=0.1 (mnist, small_cnn)",
+        "stability alpha=0.3 (mnist, small_cnn)",
+    ]

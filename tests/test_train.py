@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+import yaml
 
 from robustlab.cli.train import train
+from robustlab.results import Results
 from robustlab.run.builders import build_data as train_data
 from robustlab.run.checkpoints import load_classifier
 from tests.helpers import (
@@ -243,9 +245,15 @@ def test_run_stopped_after_its_last_epoch_resumes_with_the_uninterrupted_metrics
 def test_resubmitted_finished_run_is_left_as_it_is(tmp_path):
     """``resume=auto`` on a folder whose results.json records a finished run of the same
     config returns that record without training or rewriting anything (a re-submitted sweep
-    skips its finished jobs); the same folder with another config is refused by name."""
+    skips its finished jobs); the same folder with another config is refused by name, exit
+    code 2, with no failure recorded over the finished run and the ``.hydra`` files Hydra
+    rewrote for the refused job put back (reports group by them)."""
     overrides = [*TINY, "trainer.max_epochs=1", "resume=auto"]
-    first = train(compose_train(*overrides), tmp_path)
+    made = run_app("train", *overrides, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr[-2000:]
+    first = Results.from_dict(results_of(tmp_path))
+    first_overrides = overrides  # Hydra's own keys (hydra.run.dir) are not the job's
+    assert first.provenance["overrides"] == first_overrides
     written = (tmp_path / "results.json").read_text()
     count = CountTrainedBatches()
     again = train(compose_train(*overrides), tmp_path, extra_callbacks=(count,))
@@ -262,6 +270,8 @@ def test_resubmitted_finished_run_is_left_as_it_is(tmp_path):
         "checkpoints to redo it"
     ]
     assert (tmp_path / "results.json").read_text() == written  # no failure recorded over it
+    assert yaml.safe_load((tmp_path / ".hydra" / "overrides.yaml").read_text()) == first_overrides
+    assert yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text()) == first.config
 
 
 def test_resumed_run_continues_the_interrupted_wandb_run(tmp_path):

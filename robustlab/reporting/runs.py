@@ -90,14 +90,16 @@ def _read_yaml(path: Path) -> Any:
         return None
 
 
-def _read_overrides(run_dir: Path) -> dict[str, str] | None:
-    """``.hydra/overrides.yaml`` ("key=value" strings) as a dict; None when there is none."""
-    file = run_dir / ".hydra" / "overrides.yaml"
-    if not file.is_file():
-        return None
-    items = _read_yaml(file)
+def _parse_overrides(items: Any) -> dict[str, str]:
+    """Hydra overrides ("key=value" strings) as a dict."""
     pairs = (str(item).partition("=") for item in (items if isinstance(items, list) else []))
     return {key.lstrip("+~"): value for key, sep, value in pairs if sep}
+
+
+def _read_overrides(run_dir: Path) -> dict[str, str] | None:
+    """``.hydra/overrides.yaml`` as a dict; None when there is none."""
+    file = run_dir / ".hydra" / "overrides.yaml"
+    return _parse_overrides(_read_yaml(file)) if file.is_file() else None
 
 
 def _load_results(file: Path) -> Run:
@@ -128,6 +130,10 @@ def _load_results(file: Path) -> Run:
     ]
     status = str(doc.get("status", "ok"))
     config = doc.get("config") if isinstance(doc.get("config"), Mapping) else {}
+    facts = doc.get("provenance") if isinstance(doc.get("provenance"), Mapping) else {}
+    recorded = facts.get("overrides")
+    if isinstance(recorded, list):  # the run's own record beats a .hydra a later job rewrote
+        overrides = _parse_overrides(recorded)
     return Run(
         path=run_dir,
         status=status,
@@ -141,7 +147,7 @@ def _load_results(file: Path) -> Run:
         config=flatten(config),
         overrides=overrides,
         records=leveled,
-        provenance=_provenance(doc.get("provenance")),
+        provenance=_provenance(facts),
     )
 
 
