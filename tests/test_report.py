@@ -833,3 +833,43 @@ def test_a_runs_recorded_overrides_beat_a_rewritten_hydra_folder(tmp_path: Path)
         "stability alpha=0.1 (mnist, small_cnn)",
         "stability alpha=0.3 (mnist, small_cnn)",
     ]
+
+
+def test_a_marked_level_is_a_dotted_vertical_line_in_every_panel_and_in_the_legend():
+    """``--mark pgd_linf/acc=8/255`` (e.g. the training ε): every panel of that plot has a
+    dotted vertical line at 8/255 and the legend names it; a level that is not a number is a
+    one-line error."""
+    import matplotlib.pyplot as plt
+
+    from robustlab.cli.report import parse_marks
+    from robustlab.reporting.plots import panel_figure
+
+    assert parse_marks(["pgd_linf/acc=8/255"]) == {"pgd_linf/acc": 8 / 255}
+    for spec in ("pgd_linf/acc", "pgd_linf/acc=eps", "pgd_linf/acc=1/0"):
+        with pytest.raises(RobustlabError, match="SUITE/METRIC=LEVEL"):
+            parse_marks([spec])
+
+    panels = {
+        c: {"AT": [(2 / 255, 0.6, 0.01), (8 / 255, 0.4, 0.02), (16 / 255, 0.1, 0.0)]}
+        for c in ("pgd20", "pgd100")
+    }
+    fig = panel_figure(panels, "pgd_linf", "acc", title="t", mark=8 / 255, mark_label="ε_train")
+    for ax in [ax for ax in fig.axes if ax.get_visible()]:
+        line = ax.get_lines()[-1]
+        assert list(line.get_xdata()) == [8 / 255, 8 / 255] and line.get_linestyle() == ":"
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["AT", "ε_train"]
+    plt.close(fig)
+
+
+def test_report_cli_draws_a_marked_plot(leveled: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "marked"
+    argv = [str(leveled), "--output", str(out), "--plots", "distortions/acc"]
+    assert main([*argv, "--mark", "distortions/acc=140/2"]) == 0
+    assert (out / "plots" / "distortions_acc.png").read_bytes()[:4] == b"\x89PNG"
+    assert main([*argv, "--mark", "clean/acc=0.1"]) == 2
+    assert "--mark: clean/acc is not a plot of this report" in capsys.readouterr().err
+    every = [str(leveled), "--output", str(tmp_path / "every"), "--plots"]  # all plottable
+    assert main([*every, "--mark", "distortions/acc=70"]) == 0
+    assert main([str(leveled), "--output", str(out), "--mark", "distortions/acc=70"]) == 2
+    assert "--mark draws into plots; add --plots" in capsys.readouterr().err

@@ -79,14 +79,16 @@ aa() {
 report() {  # Table 3's and 4's random-init AT row is Table 1's λ = 0 row
   local pgd=(test/acc 'pgd_linf/acc@*' 'pgd_l2/acc@*' corruptions/mean_acc)
   $REPORT "$OUT/auxiliary" "$OUT/attacked" --reference experiments/ssl_adversarial/reference.yaml \
-    --output "$OUT/report/table1_2" --plots pgd_linf/acc pgd_l2/acc --metrics "${pgd[@]}"
+    --output "$OUT/report/table1_2" --plots pgd_linf/acc pgd_l2/acc --metrics "${pgd[@]}" \
+    --mark pgd_linf/acc=0.1 pgd_l2/acc=1.0
   $REPORT "$OUT"/finetune/{rotation,jigsaw,ensemble} "$OUT/control_at6" --group-by path \
-    --output "$OUT/report/table3" --plots pgd_linf/acc --metrics "${pgd[@]}"
+    --output "$OUT/report/table3" --plots pgd_linf/acc --metrics "${pgd[@]}" \
+    --mark pgd_linf/acc=0.1
   $REPORT "$OUT"/pretrain/{rotation,jigsaw,ensemble} --group-by path \
     --output "$OUT/report/table3_pretrain" --metrics test/acc val/ssl_acc
   $REPORT "$OUT/trades" "$OUT/l2" --output "$OUT/report/table4" --metrics "${pgd[@]}"
   [[ ! -d $OUT/cifar10 ]] || $REPORT "$OUT/cifar10" --output "$OUT/report/cifar10" \
-    --plots pgd_linf/acc pgd_l2/acc --metrics "${pgd[@]}" val/acc
+    --plots pgd_linf/acc pgd_l2/acc --metrics "${pgd[@]}" val/acc --mark pgd_linf/acc=8/255
   $REPORT "$OUT"/aa/* --group-by path train.method.ssl_weight --output "$OUT/report/autoattack" \
     --metrics test/acc 'autoattack/acc@*'
 }

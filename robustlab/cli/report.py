@@ -11,6 +11,7 @@ import io
 import os
 import sys
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 from robustlab import reporting
@@ -27,6 +28,7 @@ from robustlab.reporting import (
     to_csv,
     to_markdown,
 )
+from robustlab.results import format_level
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         "no value: every suite/metric measured at two or more levels",
     )
     add(
+        "--mark",
+        nargs="+",
+        action="extend",
+        metavar="SUITE/METRIC=LEVEL",
+        help="with --plots: a dotted vertical line at LEVEL in that plot, e.g. the training "
+        "epsilon: pgd_linf/acc=0.1 'pgd_linf/acc=8/255'",
+    )
+    add(
         "--wandb",
         metavar="PROJECT",
         help="with --output: log the table and plots to a wandb run of PROJECT saved in DIR "
@@ -97,6 +107,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="percent for every [0, 1] column / for none (default: accuracy columns)",
     )
     return parser
+
+
+def parse_marks(specs: Sequence[str]) -> dict[str, float]:
+    """``--mark`` values ``suite/metric=level`` (a number or a fraction such as 8/255) as
+    ``{plot name: level}``."""
+    marks = {}
+    for spec in specs:
+        name, sep, level = spec.partition("=")
+        try:
+            marks[name] = float(Fraction(level.replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            sep = ""
+        if not sep:
+            raise RobustlabError(
+                f"--mark {spec!r}: give SUITE/METRIC=LEVEL with a number or a fraction as the "
+                "level, e.g. pgd_linf/acc=0.1 or pgd_linf/acc=8/255"
+            )
+    return marks
 
 
 def _write(table: Table, markdown: str, output: Path, fmt: str) -> list[Path]:
@@ -153,6 +181,9 @@ def _run(args: argparse.Namespace) -> int:
     ):
         if value is not None and args.output is None:
             raise RobustlabError(f"{option} needs a folder for its files; add --output DIR")
+    marks = parse_marks(args.mark or [])
+    if marks and args.plots is None:
+        raise RobustlabError("--mark draws into plots; add --plots")
     ref = load_reference(args.reference) if args.reference is not None else None
     groups = group_runs(load_runs(args.paths), args.group_by)
     table = aggregate(
@@ -170,10 +201,17 @@ def _run(args: argparse.Namespace) -> int:
     plots: dict[str, Path] = {}
     if args.plots is not None:
         names = list(dict.fromkeys(args.plots or plottable(groups)))
+        unplotted = sorted(set(marks) - set(names))
+        if unplotted:
+            raise RobustlabError(
+                f"--mark: {unplotted[0]} is not a plot of this report; list it under --plots"
+            )
         check_plottable(groups, names)  # all names valid before anything is written
         for name in names:
             file = args.output / "plots" / (name.replace("/", "_") + ".png")
-            plots[name] = plot_comparison(groups, name, file)
+            mark = marks.get(name)
+            label = f"marked: {format_level(mark)}" if mark is not None else ""
+            plots[name] = plot_comparison(groups, name, file, mark=mark, mark_label=label)
         markdown += "".join(f"\n![{n}](plots/{p.name})\n" for n, p in plots.items())
     written = _write(table, markdown, args.output, args.format or "both") + list(plots.values())
     if args.wandb:

@@ -81,14 +81,29 @@ def check_plottable(groups: Sequence[Group], names: Sequence[str]) -> None:
             )
 
 
-def plot_comparison(groups: Sequence[Group], name: str, path: str | Path) -> Path:
-    """Draw ``name`` = ``"suite/metric"`` for all groups (one panel per condition) to ``path``."""
+def plot_comparison(
+    groups: Sequence[Group],
+    name: str,
+    path: str | Path,
+    *,
+    mark: float | None = None,
+    mark_label: str = "marked level",
+) -> Path:
+    """Draw ``name`` = ``"suite/metric"`` for all groups (one panel per condition) to ``path``;
+    ``mark``: a level drawn as a dotted vertical line in every panel (e.g. the training ε)."""
     check_plottable(groups, [name])
     suite, _, metric = name.partition("/")
     data = curves(groups, suite, metric)
     order = [g.label for g in groups]
     return draw_panels(
-        data, suite, metric, path, title=f"{name} (mean ± std over seeds)", order=order
+        data,
+        suite,
+        metric,
+        path,
+        title=f"{name} (mean ± std over seeds)",
+        order=order,
+        mark=mark,
+        mark_label=mark_label,
     )
 
 
@@ -106,11 +121,14 @@ def panel_figure(
     order: Sequence[str] = (),
     reference: float | None = None,
     reference_label: str = "",
+    mark: float | None = None,
+    mark_label: str = "",
 ) -> Figure:
     """Small multiples: one panel per condition of ``panels`` (``{condition: {line label:
     points}}``) measured at two or more levels, shared y axis, one line per label with ± std
-    error bars, an optional dashed horizontal ``reference`` line (e.g. clean accuracy) and one
-    legend below the panels, never over the data. Readable at 19 conditions × 5 levels."""
+    error bars, an optional dashed horizontal ``reference`` line (e.g. clean accuracy), an
+    optional dotted vertical line at the level ``mark`` (e.g. the training ε) and one legend
+    below the panels, never over the data. Readable at 19 conditions × 5 levels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +141,7 @@ def panel_figure(
     labels = [x for x in order if x in present] + sorted(present - set(order))
     cols = min(5 if len(conditions) > 12 else 4, len(conditions))
     rows = -(-len(conditions) // cols)
-    entries = len(labels) + (reference is not None)
+    entries = len(labels) + (reference is not None) + (mark is not None)
     legend = 0.17 * entries / (1 if entries > 4 else 2) + 0.3  # inches
     height = 2.6 * rows + legend + 0.4
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, height), squeeze=False, sharey=True)
@@ -143,6 +161,8 @@ def panel_figure(
             )
         if reference is not None:
             handles[reference_label] = ax.axhline(reference, color="0.4", ls="--", lw=1)
+        if mark is not None:
+            handles[mark_label] = ax.axvline(mark, color="0.4", ls=":", lw=1)
         levels = sorted({p[0] for pts in panels[condition].values() for p in pts})
         if len(levels) <= 8:  # label the measured levels; denser curves keep the default ticks
             ax.set_xticks(levels, [format_level(x) for x in levels], fontsize=7)
@@ -156,7 +176,7 @@ def panel_figure(
         ax.set_visible(False)
     for ax in axes[:, 0]:
         ax.set_ylabel(metric)
-    names = labels + ([reference_label] if reference is not None else [])
+    names = labels + [reference_label] * (reference is not None) + [mark_label] * (mark is not None)
     key = fig.legend(
         [handles[k] for k in names],
         names,
