@@ -45,7 +45,7 @@ class Run:
     values: dict[str, float] = field(default_factory=dict)
     summary_keys: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)  # flattened, dotted keys
-    overrides: dict[str, str] | None = None  # from .hydra/overrides.yaml
+    overrides: dict[str, str] | None = None  # its provenance.overrides, else .hydra/overrides.yaml
     records: list[Record] = field(default_factory=list)  # robustness records at numeric levels
     found_under: str | None = None  # the PATH argument of load_runs that found it
     #: where and how it ran: git_commit, device, wall_time_s, started (from results.json)
