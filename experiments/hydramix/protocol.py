@@ -17,7 +17,9 @@ Every run goes to a deterministic folder under ``$ROBUSTLAB_RUNS`` (default ``ru
 - the table: ``hydramix/<data>/report/report.md`` (robustlab-report, mean ± std over seeds).
 
 A run whose folder already holds an ``ok`` results.json is skipped; the others of one
-(configuration, N) go to ``robustlab-train -m`` as one sweep over the seeds, run by the chosen
+(configuration, N) go to ``robustlab-train -m ... resume=auto`` as one sweep over the seeds (a
+run stopped midway continues from its ``last.ckpt``: rerun the same command after an
+interruption, e.g. a time-limited GPU session), run by the chosen
 Hydra launcher (``basic``: one after another; ``joblib``: ``--jobs`` at once on this machine;
 ``submitit_slurm``: SLURM jobs). The subset of seed s is ``data.subset_seed=s`` (the experiment
 configs set it to the seed), so generator and classifiers of seed s train on the same images.
@@ -122,6 +124,7 @@ def sweep(
         f"seed={','.join(map(str, seeds))}",
         f"hydra.sweep.dir={folder}",
         "hydra.sweep.subdir=seed${seed}",
+        "resume=auto",
         *launcher,
         *overrides,
     ]
