@@ -65,7 +65,7 @@ def test_erm_baseline_equals_its_method_twin_except_the_method(method_twin, erm_
 def test_ssl_adversarial_experiments_share_the_reduced_scale_settings():
     """mnist, mnist_pretrain and cifar10 take model, pretext, optimiser and attack from one
     base; mnist and mnist_pretrain also share ε_train and the converged budget (every training
-    batch for 3 epochs), cifar10 keeps its 40-batch budget."""
+    batch for 3 epochs), cifar10 trains on every batch for 10 epochs (its CPU budget)."""
     mnist, pretrain, cifar = (
         compose_train(f"experiment=ssl_adversarial/{name}")
         for name in ("mnist", "mnist_pretrain", "cifar10")
@@ -76,7 +76,7 @@ def test_ssl_adversarial_experiments_share_the_reduced_scale_settings():
         assert cfg.method.optimizer == mnist.method.optimizer
     assert pretrain.trainer == mnist.trainer
     assert (mnist.trainer.max_epochs, mnist.trainer.limit_train_batches) == (3, None)
-    assert (cifar.trainer.max_epochs, cifar.trainer.limit_train_batches) == (1, 40)
+    assert (cifar.trainer.max_epochs, cifar.trainer.limit_train_batches) == (10, None)
     assert pretrain.method.attack == mnist.method.attack
     assert (mnist.method.attack.eps, cifar.method.attack.eps) == (0.1, "8/255")
     assert (pretrain.method.task_weight, mnist.method.task_weight) == (0.0, 1.0)
