@@ -19,16 +19,6 @@ class ConfigError(RobustlabError, ValueError):
     """A config value is missing, unknown or out of range."""
 
 
-class FinishedRunError(ConfigError):
-    """The run folder holds a finished run of another config; it is refused and left as it is
-    (no failure is recorded over the finished run's results). ``config`` and ``overrides`` are
-    the finished run's, for the app to put back the ``.hydra`` files Hydra rewrote."""
-
-    def __init__(self, message: str, *, config: dict, overrides: list[str] | None) -> None:
-        super().__init__(message)
-        self.config, self.overrides = config, overrides
-
-
 class DataNotFoundError(RobustlabError, FileNotFoundError):
     """Dataset files are missing where they were expected."""
 

@@ -29,8 +29,6 @@ from typing import Any
 
 import torch
 
-from robustlab.errors import FinishedRunError
-
 RESULTS_FILE = "results.json"
 PACKAGES = (
     "robustlab",
@@ -205,12 +203,11 @@ def read_results(path: str | os.PathLike) -> Any:
 def finished_results(
     run_dir: Path, config: Mapping[str, Any], *, part: str | None = None
 ) -> Results | None:
-    """The results of ``run_dir`` when it holds a finished run (``status: ok``) of ``config``
-    (plain containers; ``part``: the key of the stored config it is, as
-    robustlab-eval stores ``{"eval": …, "train": …}``), else None. ``resume=auto`` uses it so
-    a re-submitted sweep skips the jobs that finished. A finished run of another config raises
-    :class:`FinishedRunError` (its checkpoints belong to that config). ``resume`` is not
-    compared."""
+    """The results of ``run_dir`` when it holds a finished run (``status: ok``) of exactly
+    ``config`` (plain containers; ``part``: the key of the stored config it is, as robustlab-eval
+    stores ``{"eval": …, "train": …}``), else None. ``skip_finished`` uses it so a re-submitted
+    sweep leaves its finished jobs as they are; a finished run of another config (e.g. more
+    epochs) is not finished for this one. ``resume`` and ``skip_finished`` are not compared."""
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         return None
@@ -223,29 +220,11 @@ def finished_results(
     stored = record.get("config") or {}
     if part is not None:
         stored = stored.get(part) or {}
-    wanted = {k: v for k, v in json_safe(config).items() if k != "resume"}
-    changed = _differing_keys({k: v for k, v in stored.items() if k != "resume"}, wanted)
-    if changed:
-        facts = record.get("provenance") if isinstance(record.get("provenance"), dict) else {}
-        raise FinishedRunError(
-            f"resume=auto: {run_dir} holds a finished run with another config (differs at "
-            f"{', '.join(changed[:5])}); use a new hydra.run.dir, or delete its results.json "
-            "and checkpoints to redo it",
-            config=stored,
-            overrides=facts.get("overrides"),
-        )
-    return Results.from_dict(record)
-
-
-def _differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """The dotted keys at which two nested containers differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [
-            key
-            for name in sorted(set(a) | set(b), key=str)
-            for key in _differing_keys(a.get(name), b.get(name), f"{prefix}{name}.")
-        ]
-    return [] if a == b else [prefix.rstrip(".") or "top level"]
+    ignored = ("resume", "skip_finished")
+    same = {k: v for k, v in stored.items() if k not in ignored} == {
+        k: v for k, v in json_safe(config).items() if k not in ignored
+    }
+    return Results.from_dict(record) if same else None
 
 
 def _git_commit(paths: Iterable[Path]) -> str | None:

@@ -365,22 +365,22 @@ def test_eval_app_writes_records_report_and_plots(digits_run, tmp_path):
 
 
 def test_resubmitted_finished_evaluation_is_left_as_it_is(digits_run, tmp_path):
-    """``robustlab-eval resume=auto`` in a folder whose results.json records the same finished
-    evaluation returns it without scoring again (the file is not rewritten: its start time
-    would change); another suite list in that folder, or a resume value other than auto, is
-    refused by name."""
+    """``robustlab-eval skip_finished=true`` in a folder whose results.json records the same
+    finished evaluation returns it without scoring again (the file is not rewritten: its start
+    time would change); another suite list is evaluated (and rewrites the record); a value other
+    than true or false is refused by name."""
     from robustlab.cli.evaluate import evaluate
 
-    args = [f"checkpoint={digits_run}", "trainer.enable_progress_bar=false", "resume=auto"]
+    args = [f"checkpoint={digits_run}", "trainer.enable_progress_bar=false", "skip_finished=true"]
     first = evaluate(compose_train(*args, config_name="eval"), tmp_path)
     written = (tmp_path / "results.json").read_text()
     again = evaluate(compose_train(*args, config_name="eval"), tmp_path)
     assert (tmp_path / "results.json").read_text() == written
     assert again.summary == first.summary and again.metrics == first.metrics
-    with pytest.raises(ConfigError, match=r"another config \(differs at suite\.pgd_linf\)"):
-        evaluate(compose_train(*args, "suite=[clean,pgd_linf]", config_name="eval"), tmp_path)
-    later = [*args[:-1], "resume=later"]
-    with pytest.raises(ConfigError, match="resume=later: robustlab-eval takes resume=auto"):
+    more = evaluate(compose_train(*args, "suite=[clean,pgd_linf]", config_name="eval"), tmp_path)
+    assert "pgd_linf/acc@8/255" in more.summary and "pgd_linf/acc@8/255" not in first.summary
+    later = [*args[:-1], "skip_finished=later"]
+    with pytest.raises(ConfigError, match="skip_finished must be true or false, got 'later'"):
         evaluate(compose_train(*later, config_name="eval"), tmp_path / "other")
 
 

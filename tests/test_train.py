@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-import yaml
 
 from robustlab.cli.train import train
 from robustlab.results import Results
@@ -243,35 +242,29 @@ def test_run_stopped_after_its_last_epoch_resumes_with_the_uninterrupted_metrics
 
 
 def test_resubmitted_finished_run_is_left_as_it_is(tmp_path):
-    """``resume=auto`` on a folder whose results.json records a finished run of the same
+    """``skip_finished=true`` on a folder whose results.json records a finished run of the same
     config returns that record without training or rewriting anything (a re-submitted sweep
-    skips its finished jobs); the same folder with another config is refused by name, exit
-    code 2, with no failure recorded over the finished run and the ``.hydra`` files Hydra
-    rewrote for the refused job put back (reports group by them)."""
-    overrides = [*TINY, "trainer.max_epochs=1", "resume=auto"]
+    skips its finished jobs). A finished run of another config is not finished for this one:
+    with ``resume=auto`` and one more epoch it is extended in place (epoch 2's batches only)."""
+    common = [*TINY, "resume=auto", "skip_finished=true"]
+    overrides = [*common, "trainer.max_epochs=1"]
     made = run_app("train", *overrides, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert made.returncode == 0, made.stderr[-2000:]
     first = Results.from_dict(results_of(tmp_path))
-    first_overrides = overrides  # Hydra's own keys (hydra.run.dir) are not the job's
-    assert first.provenance["overrides"] == first_overrides
+    assert first.provenance["overrides"] == overrides  # the job's own (not hydra.run.dir)
     written = (tmp_path / "results.json").read_text()
     count = CountTrainedBatches()
     again = train(compose_train(*overrides), tmp_path, extra_callbacks=(count,))
     assert count.batches == 0
     assert again.metrics == first.metrics and again.robustness == first.robustness
     assert (tmp_path / "results.json").read_text() == written
-    other = run_app(
-        "train", *overrides, "method.optimizer.lr=0.5", f"hydra.run.dir={tmp_path}", cwd=tmp_path
+    longer = CountTrainedBatches()
+    extended = train(
+        compose_train(*common, "trainer.max_epochs=2"), tmp_path, extra_callbacks=(longer,)
     )
-    assert other.returncode == 2
-    assert other.stderr.strip().splitlines() == [
-        f"Error: resume=auto: {tmp_path} holds a finished run with another config (differs at "
-        "method.optimizer.lr); use a new hydra.run.dir, or delete its results.json and "
-        "checkpoints to redo it"
-    ]
-    assert (tmp_path / "results.json").read_text() == written  # no failure recorded over it
-    assert yaml.safe_load((tmp_path / ".hydra" / "overrides.yaml").read_text()) == first_overrides
-    assert yaml.safe_load((tmp_path / ".hydra" / "config.yaml").read_text()) == first.config
+    assert longer.batches == 5  # TINY: 5 batches per epoch; epoch 1 is not repeated
+    assert results_of(tmp_path)["config"]["trainer"]["max_epochs"] == 2
+    assert extended.metrics["train/loss"] != first.metrics["train/loss"]
 
 
 def test_resumed_run_continues_the_interrupted_wandb_run(tmp_path):

@@ -8,10 +8,10 @@
 set -euo pipefail
 OUT=${1:?usage: run_converged.sh OUT_DIR [PART]}
 PART=${2:-all}
-# resume=auto: a part stopped midway (a killed session, a time limit) is finished by running the
-# same command again; finished jobs are left as they are, interrupted ones continue.
-TRAIN="${TRAIN:-robustlab-train} resume=auto"
-EVAL="${EVAL:-robustlab-eval} resume=auto"
+# A part stopped midway (a killed session, a time limit) is finished by running the same command
+# again: finished jobs are left as they are (skip_finished), interrupted ones continue (resume).
+TRAIN="${TRAIN:-robustlab-train} resume=auto skip_finished=true"
+EVAL="${EVAL:-robustlab-eval} skip_finished=true"
 REPORT=${REPORT:-robustlab-report}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 SEEDS=0,1,2

@@ -6,8 +6,9 @@
 set -euo pipefail
 R=${1:?usage: run_all.sh OUT_DIR [PART]}
 PART=${2:-all}
-# resume=auto: a part stopped midway is finished by running the same command again
-TRAIN="${TRAIN:-robustlab-train} resume=auto"
+# A part stopped midway is finished by running the same command again (finished jobs are skipped,
+# interrupted ones continue)
+TRAIN="${TRAIN:-robustlab-train} resume=auto skip_finished=true"
 REPORT=${REPORT:-robustlab-report}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 SEEDS=0,1,2

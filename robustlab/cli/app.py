@@ -33,7 +33,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from robustlab.cli.config_tree import config_groups_help, one_line
-from robustlab.errors import ConfigError, FinishedRunError, RobustlabError
+from robustlab.errors import ConfigError, RobustlabError
 from robustlab.results import Results, provenance, write_results
 from robustlab.run.builders import config_container
 from robustlab.run.loggers import JobIdentity, job_scope
@@ -112,16 +112,6 @@ def _record_failure(cfg: DictConfig, run_dir: Path, error: BaseException, starte
     write_results(results, run_dir)
 
 
-def _restore_job_files(job_files: Path, refused: FinishedRunError) -> None:
-    """Hydra writes a job's ``.hydra/config.yaml`` and ``overrides.yaml`` before the job starts:
-    a job refused because its folder holds another finished run puts back that run's (its
-    resolved config and, when its results.json recorded them, its overrides)."""
-    job_files.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(refused.config), job_files / "config.yaml")
-    if refused.overrides is not None:
-        OmegaConf.save(OmegaConf.create(list(refused.overrides)), job_files / "overrides.yaml")
-
-
 def _record_signals() -> list[str]:
     """Turn SIGTERM (a scheduler's time limit, ``kill``) into an interrupt that Lightning shuts
     down gracefully, and remember it so the failure record can say what ended the run."""
@@ -186,10 +176,7 @@ def run_job(task: Callable[[DictConfig, Path], object], cfg: DictConfig) -> None
             _record_failure(cfg, run_dir, RuntimeError(f"run ended early: {reason[0]}"), started)
         raise
     except (Exception, KeyboardInterrupt) as error:
-        if isinstance(error, FinishedRunError):
-            if rank_zero_only.rank == 0 and hydra_cfg.output_subdir is not None:
-                _restore_job_files(run_dir / str(hydra_cfg.output_subdir), error)
-        elif rank_zero_only.rank == 0:
+        if rank_zero_only.rank == 0:
             _record_failure(cfg, run_dir, error, started)
         if not isinstance(error, RobustlabError) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

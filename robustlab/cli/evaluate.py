@@ -37,10 +37,10 @@ log = logging.getLogger("robustlab")
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> Results:
     started = time.time()
-    if cfg.get("resume") == "auto":
+    if cfg.get("skip_finished", False):
         finished = finished_results(run_dir, config_container(cfg), part="eval")
         if finished is not None:
-            log.info(f"already finished, left as it is (resume=auto): {run_dir / RESULTS_FILE}")
+            log.info(f"already finished, left as it is (skip_finished): {run_dir / RESULTS_FILE}")
             return finished
     checkpoint_file = checkpoint_path(cfg.checkpoint)
     checkpoint = load_checkpoint(checkpoint_file)

@@ -91,10 +91,10 @@ def train(cfg: DictConfig, run_dir: Path, extra_callbacks: tuple = ()) -> Result
     """Run one training job in ``run_dir``; returns (and on rank 0 writes) its results."""
     started = time.time()
     validate_train(cfg, run_dir)  # every group, before any data is read or step taken
-    auto = cfg.get("resume") == "auto"
-    finished = finished_results(run_dir, config_container(cfg)) if auto else None
+    skip = cfg.get("skip_finished", False)
+    finished = finished_results(run_dir, config_container(cfg)) if skip else None
     if finished is not None:
-        log.info(f"already finished, left as it is (resume=auto): {run_dir / RESULTS_FILE}")
+        log.info(f"already finished, left as it is (skip_finished): {run_dir / RESULTS_FILE}")
         return finished
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     with distributed_job():

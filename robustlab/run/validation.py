@@ -135,9 +135,14 @@ def validate_seed(seed: object) -> int:
     return int(seed)
 
 
+def validate_skip_finished(value: object) -> None:
+    check(isinstance(value, bool), f"skip_finished must be true or false, got {value!r}")
+
+
 def validate_train(cfg: DictConfig, run_dir: Path) -> None:
     """Every group of a ``robustlab-train`` run; raises a one-line ConfigError on the first
     mistake. Reads no data files and takes no step."""
+    validate_skip_finished(cfg.get("skip_finished", False))
     seed = validate_seed(cfg.get("seed"))
     datamodule = validate_data(cfg.data)
     validate_model_and_method(cfg.model, cfg.method)
@@ -156,11 +161,7 @@ def validate_train(cfg: DictConfig, run_dir: Path) -> None:
 def validate_eval(cfg: DictConfig, run_cfg: DictConfig, run_dir: Path) -> None:
     """Every group of a ``robustlab-eval`` run: the data of the checkpoint's config merged with
     this command's ``data`` keys, the suites, the trainer and the loggers."""
-    check(
-        cfg.get("resume") in (None, "auto"),
-        f"resume={cfg.get('resume')}: robustlab-eval takes resume=auto (leave a finished "
-        "evaluation as it is) or null",
-    )
+    validate_skip_finished(cfg.get("skip_finished", False))
     seed = validate_seed(cfg.get("seed"))
     datamodule = validate_data(run_cfg.data)
     validate_suites(cfg.get("suite"), datamodule, seed)
