@@ -52,6 +52,12 @@ def _trainer(epoch: int = 0, step: int = 0, **more) -> SimpleNamespace:
     )
 
 
+def _at_batch(method: IntrospectiveTraining, epoch: int, batch: int) -> None:
+    """Place ``method`` at batch ``batch`` of epoch ``epoch`` of a one-process fit."""
+    method._trainer = _trainer(epoch=epoch)
+    method._batch_index = batch
+
+
 # ------------------------------------------------------------------------------ options
 @pytest.mark.parametrize(
     "options, message",
@@ -406,8 +412,7 @@ def test_each_batch_draws_its_negatives_from_the_seeded_pool_stream(variant, for
         seed=5,
     )
     pool = _filled(method)
-    method._trainer = _trainer(epoch=3)
-    method._batch_index = 2
+    _at_batch(method, epoch=3, batch=2)
     x = torch.rand(6, 1, 2, 2, generator=torch.Generator().manual_seed(8))
     y = torch.tensor([0, 1, 2, 2, 1, 0])
     out = method.training_objective((x, y))
@@ -458,16 +463,14 @@ def test_winn_penalty_pairs_and_its_weight_zero():
 
 def test_no_negatives_without_a_pool_or_a_fraction():
     method = _method(icn_form="one_vs_rest")
-    method._trainer = _trainer(epoch=0)
-    method._batch_index = 1  # no synthesis
+    _at_batch(method, epoch=0, batch=1)  # no synthesis
     out = method.training_objective((X, Y))
     assert out.logs["negatives"].item() == 0.0
     expected, _, _ = one_vs_rest_loss(method(X), Y, X[:0], Y[:0], 1.0)
     torch.testing.assert_close(out.loss, expected)
     none = _method(icn_form="one_vs_rest", negative_fraction=0.0)
     _filled(none)
-    none._trainer = _trainer(epoch=0)
-    none._batch_index = 1
+    _at_batch(none, epoch=0, batch=1)
     assert none.training_objective((X, Y)).logs["negatives"].item() == 0.0
 
 
@@ -550,8 +553,7 @@ def test_winn_penalty_mixes_with_the_negatives_stream_and_weight_one_counts():
         seed=4,
     )
     pool = _filled(method)
-    method._trainer = _trainer(epoch=1)
-    method._batch_index = 3
+    _at_batch(method, epoch=1, batch=3)
     x = torch.rand(4, 1, 2, 2, generator=torch.Generator().manual_seed(2))
     torch.manual_seed(123)  # a mix from the global stream would differ
     out = method.training_objective((x, Y))
@@ -572,8 +574,7 @@ def test_pool_negatives_take_the_batchs_dtype():
         3, 2, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
     )
     method.pool.add(images)  # e.g. a pool restored from a float64 run's checkpoint
-    method._trainer = _trainer(epoch=0)
-    method._batch_index = 1
+    _at_batch(method, epoch=0, batch=1)
     out = method.training_objective((X, Y))
     draws = generator_for(1, "introspective_negatives", 0, 0, 1)
     negatives, classes = method.pool.sample(4, draws)
