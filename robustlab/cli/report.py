@@ -116,14 +116,15 @@ def parse_marks(specs: Sequence[str]) -> dict[str, float]:
     for spec in specs:
         name, sep, level = spec.partition("=")
         try:
-            marks[name] = float(Fraction(level.replace(" ", "")))
+            value = float(Fraction(level.replace(" ", "")))
         except (ValueError, ZeroDivisionError):
-            sep = ""
-        if not sep:
+            value = None
+        if not sep or value is None:
             raise RobustlabError(
                 f"--mark {spec!r}: give SUITE/METRIC=LEVEL with a number or a fraction as the "
                 "level, e.g. pgd_linf/acc=0.1 or pgd_linf/acc=8/255"
             )
+        marks[name] = value
     return marks
 
 

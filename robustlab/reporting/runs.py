@@ -151,10 +151,8 @@ def _load_results(file: Path) -> Run:
     )
 
 
-def _provenance(record: Any) -> dict[str, Any]:
+def _provenance(record: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of a results.json ``provenance`` a report states: code, hardware, time."""
-    if not isinstance(record, Mapping):
-        return {}
     keys = ("git_commit", "device", "wall_time_s", "started")
     return {k: record[k] for k in keys if record.get(k) is not None}
 
